@@ -1,0 +1,30 @@
+# Spymaster: `make demo` runs the main job end to end on synthetic data; `make test` runs the tests.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+# LightGBM/FAISS OpenMP threads spin-wait and run 5x slower on 2 cores unless passive.
+export OMP_WAIT_POLICY := passive
+export POLARS_MAX_THREADS ?= 2
+DEV_PORT ?= 3070
+HOME_DIR := $(or $(SPYMASTER_HOME),$(CURDIR)/.spymaster)
+
+.PHONY: setup demo test bench dev clean
+
+setup:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --locked --compile-bytecode
+
+demo: setup
+	$(UV) run spymaster demo
+
+test: setup
+	$(UV) run pytest
+
+bench: setup
+	$(UV) run python -m spymaster_assets_bench.bronze
+
+dev: setup
+	mkdir -p $(HOME_DIR)/dagster && cp -n dagster.yaml $(HOME_DIR)/dagster/ || true
+	SPYMASTER_HOME=$(HOME_DIR) DAGSTER_HOME=$(HOME_DIR)/dagster $(UV) run dagster dev -h 127.0.0.1 -p $(DEV_PORT)
+
+clean:
+	rm -rf .spymaster .pytest_cache

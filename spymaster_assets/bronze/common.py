@@ -1,0 +1,73 @@
+"""What every bronze asset shares: its partitions, backfill policy, stamps and run bookkeeping."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from ..partitions import single_run_backfill, trading_sessions_partitions
+from ..resources import PipelineSettings
+
+BRONZE_SCHEMA_VERSION = "1"
+OWNERS = ["team:data-eng"]
+
+BRONZE_ASSET_DEFAULTS = dict(
+    partitions_def=trading_sessions_partitions,
+    # Range runs (UI backfills, `dg launch --partition-range`) execute as one run; every
+    # bronze asset loops over context.partition_keys, so it is range-safe.
+    backfill_policy=single_run_backfill,
+    group_name="bronze",
+    owners=OWNERS,
+)
+
+
+def stamp(settings: PipelineSettings) -> dict[str, str]:
+    """Parquet key-value metadata carried by every artifact."""
+    return {"schema_version": BRONZE_SCHEMA_VERSION, "config_hash": settings.config_hash()}
+
+
+def sessions(context: dg.AssetExecutionContext) -> list[dt.date]:
+    return [dt.date.fromisoformat(key) for key in context.partition_keys]
+
+
+@dataclass
+class RangeRun:
+    """Runs one function per session of a (possibly multi-partition) run.
+
+    A failing session does not stop the others: every partition that can be built is
+    written (atomically), and the run fails at the end naming each bad session and why.
+    """
+
+    context: dg.AssetExecutionContext
+    per_session: dict[str, dict] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def run(self, build: Callable[[dt.date], dict], expected: tuple[type[BaseException], ...]) -> None:
+        for session in sessions(self.context):
+            try:
+                self.per_session[session.isoformat()] = build(session)
+            except expected as exc:
+                self.errors[session.isoformat()] = f"{type(exc).__name__}: {exc}"
+                self.context.log.error(f"{session}: {exc}")
+        if self.errors:
+            listing = "; ".join(f"{day} → {why}" for day, why in sorted(self.errors.items()))
+            raise dg.Failure(
+                description=f"{len(self.errors)} of {len(self.context.partition_keys)} sessions failed: {listing}",
+                metadata={"failed_sessions": dg.MetadataValue.json(self.errors)},
+            )
+
+    def total(self, key: str) -> int:
+        return int(sum(summary.get(key, 0) for summary in self.per_session.values()))
+
+    def metadata(self, **extra) -> dict:
+        meta = {
+            "sessions": len(self.per_session),
+            "per_session": dg.MetadataValue.json(self.per_session),
+        }
+        if len(self.per_session) == 1:
+            (only,) = self.per_session.values()
+            meta |= {k: v for k, v in only.items() if isinstance(v, (int, float, str, bool))}
+        return meta | extra

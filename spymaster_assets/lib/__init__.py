@@ -1,0 +1,1 @@
+"""Pure computation: no Dagster, no I/O beyond what a function's arguments name."""

@@ -1,0 +1,41 @@
+"""The contract every market-data source fulfils: hand over the DBN files of one session."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+# (venue, schema) pairs a session can have. Futures: ES outrights, spreads; options: ES options parents.
+FUTURES = "futures"
+OPTIONS = "options"
+FUTURES_SCHEMAS = ("trades", "mbp-10", "ohlcv-1m", "definition")
+OPTIONS_SCHEMAS = ("trades", "mbp-1", "statistics", "definition")
+
+
+class SourceError(RuntimeError):
+    """A source could not provide a session (missing data, bad files, refused download)."""
+
+
+@dataclass(frozen=True)
+class SessionFiles:
+    """DBN files that cover one session's window, per (venue, schema). Missing schemas are absent keys."""
+
+    session: dt.date
+    source: str
+    files: dict[tuple[str, str], tuple[Path, ...]] = field(default_factory=dict)
+
+    def get(self, venue: str, schema: str) -> tuple[Path, ...]:
+        return self.files.get((venue, schema), ())
+
+    def has(self, venue: str, schema: str) -> bool:
+        return bool(self.get(venue, schema))
+
+
+class MarketDataSource(Protocol):
+    name: str
+
+    def acquire(self, session: dt.date) -> SessionFiles:
+        """Make the session's DBN files available locally (generate, discover or download) and list them."""
+        ...
