@@ -1,24 +1,25 @@
 """The Spymaster code location: every asset, check, job, schedule and sensor."""
 
-
 import dagster as dg
 
 from .bronze.futures import futures_assets
 from .bronze.options import options_assets
 from .bronze.raw import raw_dbn_files
 from .resources import resources_from_env
-from .schedules import SESSION_FRESHNESS, daily_market_job, daily_market_schedule, freshness_checks, freshness_sensor
+from .schedules import SESSION_FRESHNESS, daily_market_job, daily_market_schedule
 
 session_assets = [raw_dbn_files, *futures_assets, *options_assets]
-session_freshness_checks = freshness_checks(session_assets)
 
-defs = dg.Definitions(
-    assets=session_assets,
-    asset_checks=session_freshness_checks,
-    jobs=[daily_market_job],
-    schedules=[daily_market_schedule],
-    sensors=[freshness_sensor(session_freshness_checks)],
-    resources=resources_from_env(),
-    # Small runs on a 2-core machine: process-per-step startup costs more than it buys.
-    executor=dg.in_process_executor,
-).map_resolved_asset_specs(func=lambda spec: dg.apply_freshness_policy(spec, SESSION_FRESHNESS))
+
+def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Definitions:
+    return dg.Definitions(
+        assets=session_assets,
+        jobs=[daily_market_job],
+        schedules=[daily_market_schedule],
+        resources=resources,
+        # Small runs on a 2-core machine: process-per-step startup costs more than it buys.
+        executor=dg.in_process_executor,
+    ).map_resolved_asset_specs(func=lambda spec: dg.apply_freshness_policy(spec, SESSION_FRESHNESS))
+
+
+defs = build_definitions(resources_from_env())

@@ -41,25 +41,9 @@ def daily_market_schedule(context: dg.ScheduleEvaluationContext):
     return dg.RunRequest(run_key=session, partition_key=session)
 
 
-# Each session's partitions must be in place by 18:00 ET on trading days. Freshness policies
-# are evaluated by the daemon per asset; the partition freshness checks below test the
-# latest *completed* partition window (the previous session) and run from their sensor.
+# Each session's partitions must be in place by 18:00 ET on trading days: an asset whose
+# last materialization is older than 2 h at the 18:00 deadline is stale. Freshness
+# policies are evaluated by the daemon (Dagster 1.13 supersedes sensor-driven checks).
 SESSION_FRESHNESS = dg.FreshnessPolicy.cron(
     deadline_cron=FRESHNESS_DEADLINE_CRON, lower_bound_delta=dt.timedelta(hours=2), timezone="America/New_York"
 )
-
-
-def freshness_checks(assets) -> list[dg.AssetChecksDefinition]:
-    return list(
-        dg.build_time_partition_freshness_checks(
-            assets=assets, deadline_cron=FRESHNESS_DEADLINE_CRON, timezone="America/New_York"
-        )
-    )
-
-
-def freshness_sensor(checks) -> dg.SensorDefinition:
-    return dg.build_sensor_for_freshness_checks(
-        freshness_checks=checks,
-        name="freshness_checks_sensor",
-        default_status=dg.DefaultSensorStatus.RUNNING,
-    )

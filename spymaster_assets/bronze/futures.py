@@ -57,6 +57,22 @@ def rth_volume_by_instrument(files: SessionFiles, session: dt.date, chunk_record
     return volume, schema
 
 
+def write_front_month(store: Lake, settings: PipelineSettings, session: dt.date) -> dict[str, object]:
+    """Choose the session's front month from RTH volume and write the front_month_contract partition."""
+    files = session_files(store, session)
+    volume, source_schema = rth_volume_by_instrument(files, session, settings.chunk_records)
+    table = choose_front_month(
+        volume, futures_symbols(files), volume_source=source_schema, min_dominance=settings.min_front_month_dominance
+    )
+    store.write_frames("bronze", "front_month_contract", session, [table], FRONT_MONTH_SCHEMA, stamp(settings))
+    return {
+        "front_month": front_symbol(table),
+        "dominance": round(float(table["dominance"][0]), 4),
+        "roll_contaminated": bool(table["roll_contaminated"][0]),
+        "volume_source": source_schema,
+    }
+
+
 @dg.asset(
     key=FRONT_MONTH_KEY,
     deps=[dg.AssetKey(["raw", "dbn_files"])],
@@ -74,22 +90,8 @@ def front_month_contract(
     outright RTH volume) and the roll_contaminated flag; one row per outright that traded."""
     store = lake.lake()
     run = RangeRun(context)
-
-    def choose(session):
-        files = session_files(store, session)
-        volume, source_schema = rth_volume_by_instrument(files, session, settings.chunk_records)
-        table = choose_front_month(
-            volume, futures_symbols(files), volume_source=source_schema, min_dominance=settings.min_front_month_dominance
-        )
-        store.write_frames("bronze", "front_month_contract", session, [table], FRONT_MONTH_SCHEMA, stamp(settings))
-        return {
-            "front_month": front_symbol(table),
-            "dominance": round(float(table["dominance"][0]), 4),
-            "roll_contaminated": bool(table["roll_contaminated"][0]),
-            "volume_source": source_schema,
-        }
-
-    run.run(choose, expected=(NoFrontMonthError, DbnDecodeError, FileNotFoundError))
+    run.run(lambda session: write_front_month(store, settings, session),
+            expected=(NoFrontMonthError, DbnDecodeError, FileNotFoundError))
     flagged = {day: s["dominance"] for day, s in run.per_session.items() if s["roll_contaminated"]}
     return dg.MaterializeResult(
         metadata=run.metadata(),
