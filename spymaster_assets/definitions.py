@@ -7,19 +7,24 @@ from .bronze.options import options_assets
 from .bronze.raw import raw_dbn_files
 from .resources import resources_from_env
 from .schedules import SESSION_FRESHNESS, daily_market_job, daily_market_schedule
+from .warehouse import build_lake_views_asset
 
 session_assets = [raw_dbn_files, *futures_assets, *options_assets]
+lake_views = build_lake_views_asset([key for asset in session_assets for key in asset.keys])
 
 
 def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Definitions:
     return dg.Definitions(
-        assets=session_assets,
+        assets=[*session_assets, lake_views],
         jobs=[daily_market_job],
         schedules=[daily_market_schedule],
         resources=resources,
         # Small runs on a 2-core machine: process-per-step startup costs more than it buys.
         executor=dg.in_process_executor,
-    ).map_resolved_asset_specs(func=lambda spec: dg.apply_freshness_policy(spec, SESSION_FRESHNESS))
+    ).map_resolved_asset_specs(
+        func=lambda spec: dg.apply_freshness_policy(spec, SESSION_FRESHNESS),
+        selection=dg.AssetSelection.assets(*session_assets),
+    )
 
 
 defs = build_definitions(resources_from_env())

@@ -5,7 +5,7 @@ the CLI and the tests see the same project home:
 
 | variable | meaning | default |
 |---|---|---|
-| SPYMASTER_HOME | project home: lake/, raw/, dagster/, mlflow.db | `<repo>/.spymaster` |
+| SPYMASTER_HOME | project home: lake/, raw/, dagster/, warehouse.duckdb, mlflow.db | `<repo>/.spymaster` |
 | SPYMASTER_SOURCE | synthetic / local / databento | databento if DATABENTO_API_KEY is set, else synthetic |
 | SPYMASTER_SYNTHETIC_SCALE | tiny / small / realistic | small |
 | SPYMASTER_SYNTHETIC_SEED | simulator seed | 7 |
@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from .lake import Lake
@@ -106,4 +107,5 @@ def resources_from_env(env: dict[str, str] | None = None) -> dict[str, dg.Config
         "lake": LakeResource(root=str(home / "lake")),
         "market_data": market_data,
         "settings": PipelineSettings(),
+        "duckdb": DuckDBResource(database=str(home / "warehouse.duckdb")),
     }

@@ -3,8 +3,9 @@
 import datetime as dt
 
 import dagster as dg
-import polars as pl
+import duckdb
 import pytest
+from dagster_duckdb import DuckDBResource
 
 from spymaster_assets.definitions import build_definitions
 from spymaster_assets.lake import Lake
@@ -21,6 +22,7 @@ def resources(home, **market):
         "lake": LakeResource(root=str(home / "lake")),
         "market_data": MarketDataResource(raw_root=str(home / "raw"), **market),
         "settings": PipelineSettings(),
+        "duckdb": DuckDBResource(database=str(home / "warehouse.duckdb")),
     }
 
 
@@ -45,3 +47,9 @@ def test_real_2013_bars_materialize_as_tier_t0(fixtures, tmp_path):
         assert set(bars["symbol"]) == {"ESZ3"} and bars.height > 300
         assert lake.read("bronze", "futures_mbp10", day).height == 0  # T0: absent schema → empty, typed
         assert lake.read("raw", "dbn_files", day)["schema"].unique().to_list() == ["ohlcv-1m"]
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        per_day = con.sql(
+            "SELECT date, count(*) AS bars, min(symbol) AS symbol FROM bronze_futures_ohlcv_1m GROUP BY date ORDER BY date"
+        ).fetchall()
+    assert [str(day) for day, _, _ in per_day] == ["2013-10-07", "2013-10-08", "2013-10-09", "2013-10-10"]
+    assert all(symbol == "ESZ3" for _, _, symbol in per_day)

@@ -1,0 +1,57 @@
+"""DuckDB views over the lake, so analysts can `SELECT` any layer (`<layer>_<table>`)."""
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from .lake import PART_FILE, Lake
+from .resources import LakeResource
+
+LAKE_VIEWS_KEY = dg.AssetKey(["warehouse", "lake_views"])
+VIEWS_QUERYABLE = "VIEWS_QUERYABLE"
+
+
+def lake_view_statements(lake: Lake) -> dict[str, str]:
+    """`CREATE OR REPLACE VIEW` per lake table that has at least one partition.
+
+    Views read the Hive layout, so new partitions appear without re-creating anything;
+    `date` comes from the partition directory.
+    """
+    statements = {}
+    for table_dir in sorted(p for p in lake.root.glob("*/*") if p.is_dir()):
+        if not any(table_dir.glob(f"date=*/{PART_FILE}")):
+            continue
+        name = f"{table_dir.parent.name}_{table_dir.name}"
+        pattern = (table_dir / "date=*" / PART_FILE).as_posix().replace("'", "''")
+        statements[name] = (
+            f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{pattern}', "
+            "hive_partitioning = true, union_by_name = true)"
+        )
+    return statements
+
+
+def build_lake_views_asset(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=LAKE_VIEWS_KEY,
+        deps=upstream,
+        group_name="warehouse",
+        kinds={"duckdb"},
+        owners=["team:data-eng"],
+        # Unpartitioned, but it rides along in range runs (`dg launch --partition-range`).
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        check_specs=[dg.AssetCheckSpec(VIEWS_QUERYABLE, asset=LAKE_VIEWS_KEY, description="Every view answers SELECT count(*)")],
+    )
+    def lake_views(lake: LakeResource, duckdb: DuckDBResource) -> dg.MaterializeResult:
+        """DuckDB views named `<layer>_<table>` over every table of the Parquet lake."""
+        statements = lake_view_statements(lake.lake())
+        counts = {}
+        with duckdb.get_connection() as con:
+            for name, sql in statements.items():
+                con.execute(sql)
+                counts[name] = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+        return dg.MaterializeResult(
+            metadata={"views": dg.MetadataValue.json(counts), "view_count": len(counts)},
+            check_results=[dg.AssetCheckResult(check_name=VIEWS_QUERYABLE, passed=bool(counts),
+                                               metadata={"views": len(counts)})],
+        )
+
+    return lake_views
