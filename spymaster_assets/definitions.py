@@ -6,10 +6,11 @@ from .bronze.futures import futures_assets
 from .bronze.options import options_assets
 from .bronze.raw import raw_dbn_files
 from .resources import resources_from_env
+from .silver.assets import silver_assets
 from .schedules import SESSION_FRESHNESS, daily_market_job, daily_market_schedule
 from .warehouse import build_lake_views_asset
 
-session_assets = [raw_dbn_files, *futures_assets, *options_assets]
+session_assets = [raw_dbn_files, *futures_assets, *options_assets, *silver_assets]
 lake_views = build_lake_views_asset([key for asset in session_assets for key in asset.keys])
 
 

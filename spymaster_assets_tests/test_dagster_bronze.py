@@ -53,3 +53,49 @@ def test_real_2013_bars_materialize_as_tier_t0(fixtures, tmp_path):
         ).fetchall()
     assert [str(day) for day, _, _ in per_day] == ["2013-10-07", "2013-10-08", "2013-10-09", "2013-10-10"]
     assert all(symbol == "ESZ3" for _, _, symbol in per_day)
+
+
+def independent_levels(fixtures, day: str) -> dict[str, float]:
+    """PM/OR levels straight from the raw DBN bars with pandas, sharing no project code."""
+    import databento as db
+    import pandas as pd
+
+    frames = [db.DBNStore.from_file(p).to_df(map_symbols=True)
+              for p in sorted((fixtures / "real-es-ohlcv-1m").glob("*.dbn.zst"))]
+    bars = pd.concat(frames)
+    bars = bars[bars["symbol"] == "ESZ3"]
+    et = bars.index.tz_convert("America/New_York")
+    bars = bars[et.date == pd.Timestamp(day).date()]
+    et = bars.index.tz_convert("America/New_York")
+    minutes = et.hour * 60 + et.minute
+    pm = bars[(minutes >= 4 * 60) & (minutes < 9 * 60 + 30)]
+    opening = bars[(minutes >= 9 * 60 + 30) & (minutes < 9 * 60 + 45)]
+    return {"PM_HIGH": pm["high"].max(), "PM_LOW": pm["low"].min(),
+            "OR_HIGH": opening["high"].max(), "OR_LOW": opening["low"].min()}
+
+
+def test_real_2013_silver_levels_events_and_labels(fixtures, tmp_path):
+    defs = build_definitions(resources(tmp_path, source="local", local_dir=str(fixtures / "real-es-ohlcv-1m")))
+    with dg.instance_for_test() as instance:
+        result = run_range(defs, "2013-10-07", "2013-10-10", instance)
+        assert result.success
+        failed = [(e.asset_key.to_user_string(), e.check_name) for e in result.get_asset_check_evaluations() if not e.passed]
+    assert failed == []
+    lake = Lake(tmp_path / "lake")
+    for day in ("2013-10-07", "2013-10-08", "2013-10-09", "2013-10-10"):
+        levels = lake.read("silver", "levels", day)
+        static = dict(zip(levels["level_kind"], levels["price"]))
+        for kind, expected in independent_levels(fixtures, day).items():
+            assert static[kind] == pytest.approx(expected), (day, kind)
+        assert {"SMA_90", "EMA_20"} <= set(levels["level_kind"])
+        atr = lake.read("silver", "bars_1m", day)["atr"].drop_nulls()
+        assert 0.25 < atr.median() < 15
+        events = lake.read("silver", "events", day)
+        labels = lake.read("silver", "labels", day)
+        assert 5 <= events.height <= 60 and labels.height == events.height
+        assert set(labels["label"]) <= {"BREAK", "REJECT", "CHOP"} and labels["label"].n_unique() >= 2
+        state = lake.read("silver", "state", day)
+        assert state["tier"].unique().to_list() == ["T0"]
+        assert state["ofi_60s"].is_null().all() and state["buy_vol_60s"].is_null().all()  # absent tiers are null
+        assert state["d"].is_not_null().all()
+        assert ((state["d"] <= 0) == (state["dir_sign"] == 1)).all()  # below (or at) the level → UP

@@ -13,7 +13,8 @@ from ..lib.front_month import FRONT_MONTH_SCHEMA, NoFrontMonthError, choose_fron
 from ..lib.quality import crossed_book_share, schema_mismatches, timestamp_regressions
 from ..resources import LakeResource, PipelineSettings
 from ..sources.base import FUTURES, SessionFiles
-from .common import BRONZE_ASSET_DEFAULTS, RangeRun, stamp
+from ..partitioned import RangeRun, session_asset_defaults, stamp
+from . import BRONZE_SCHEMA_VERSION
 from .manifest import session_files
 
 FRONT_MONTH_DOMINANCE = "FRONT_MONTH_DOMINANCE"
@@ -64,7 +65,7 @@ def write_front_month(store: Lake, settings: PipelineSettings, session: dt.date)
     table = choose_front_month(
         volume, futures_symbols(files), volume_source=source_schema, min_dominance=settings.min_front_month_dominance
     )
-    store.write_frames("bronze", "front_month_contract", session, [table], FRONT_MONTH_SCHEMA, stamp(settings))
+    store.write_frames("bronze", "front_month_contract", session, [table], FRONT_MONTH_SCHEMA, stamp(settings, BRONZE_SCHEMA_VERSION))
     return {
         "front_month": front_symbol(table),
         "dominance": round(float(table["dominance"][0]), 4),
@@ -81,7 +82,7 @@ def write_front_month(store: Lake, settings: PipelineSettings, session: dt.date)
         dg.AssetCheckSpec(FRONT_MONTH_DOMINANCE, asset=FRONT_MONTH_KEY,
                           description="Front month holds ≥ 60% of outright RTH volume (else the session is roll-contaminated)")
     ],
-    **BRONZE_ASSET_DEFAULTS,
+    **session_asset_defaults("bronze"),
 )
 def front_month_contract(
     context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings
@@ -133,7 +134,7 @@ def write_front_month_table(
             stats=stats,
         )
     )
-    written = store.write_frames("bronze", table, session, frames, bronze_futures_schema(schema), stamp(settings))
+    written = store.write_frames("bronze", table, session, frames, bronze_futures_schema(schema), stamp(settings, BRONZE_SCHEMA_VERSION))
     return {
         "rows": written.rows,
         "records_read": sum(s.records_read for s in stats),
@@ -211,7 +212,7 @@ def build_futures_table_asset(schema: str, table: str, description: str) -> dg.A
         kinds={"polars", "parquet"},
         description=description,
         check_specs=_check_specs(key, schema),
-        **BRONZE_ASSET_DEFAULTS,
+        **session_asset_defaults("bronze"),
     )
     def _asset(context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings) -> dg.MaterializeResult:
         store = lake.lake()

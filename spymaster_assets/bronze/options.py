@@ -13,7 +13,8 @@ from ..lib.options_bronze import OPTION_DEFINITION_SCHEMA, open_interest_before,
 from ..lib.quality import schema_mismatches
 from ..resources import LakeResource, PipelineSettings
 from ..sources.base import OPTIONS
-from .common import BRONZE_ASSET_DEFAULTS, RangeRun, stamp
+from ..partitioned import RangeRun, session_asset_defaults, stamp
+from . import BRONZE_SCHEMA_VERSION
 from .futures import FRONT_MONTH_KEY, read_front_month
 from .manifest import session_files
 
@@ -53,7 +54,7 @@ def _schema_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
     deps=[dg.AssetKey(["raw", "dbn_files"]), FRONT_MONTH_KEY],
     kinds={"polars", "parquet"},
     check_specs=[_schema_spec(OPTION_DEFINITIONS_KEY)],
-    **BRONZE_ASSET_DEFAULTS,
+    **session_asset_defaults("bronze"),
 )
 def bronze_options_definitions(
     context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings
@@ -69,7 +70,7 @@ def bronze_options_definitions(
         frames = list(decode_frames(files.get(OPTIONS, "definition"), "definition", chunk_records=settings.chunk_records))
         definitions = pl.concat(frames) if frames else pl.DataFrame(schema=FRAME_SCHEMAS["definition"])
         options = session_option_definitions(definitions, front, session)
-        written = store.write_frames("bronze", "options_definitions", session, [options], OPTION_DEFINITION_SCHEMA, stamp(settings))
+        written = store.write_frames("bronze", "options_definitions", session, [options], OPTION_DEFINITION_SCHEMA, stamp(settings, BRONZE_SCHEMA_VERSION))
         return {"rows": written.rows, "zero_dte": int(options["is_0dte"].sum()), "underlying": front,
                 "schema_present": files.has(OPTIONS, "definition")}
 
@@ -91,7 +92,7 @@ def build_options_events_asset(schema: str, table: str, description: str) -> dg.
         kinds={"polars", "parquet"},
         description=description,
         check_specs=[_schema_spec(key)],
-        **BRONZE_ASSET_DEFAULTS,
+        **session_asset_defaults("bronze"),
     )
     def _asset(context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings) -> dg.MaterializeResult:
         store = lake.lake()
@@ -112,7 +113,7 @@ def build_options_events_asset(schema: str, table: str, description: str) -> dg.
                     chunk_records=settings.chunk_records,
                 )
             )
-            written = store.write_frames("bronze", table, session, frames, out_schema, stamp(settings))
+            written = store.write_frames("bronze", table, session, frames, out_schema, stamp(settings, BRONZE_SCHEMA_VERSION))
             return {"rows": written.rows, "schema_present": files.has(OPTIONS, schema)}
 
         run.run(build, expected=(DbnDecodeError, FileNotFoundError))
@@ -137,7 +138,7 @@ OPEN_INTEREST_KEY = dg.AssetKey(["bronze", "options_open_interest"])
     deps=[dg.AssetKey(["raw", "dbn_files"]), OPTION_DEFINITIONS_KEY],
     kinds={"polars", "parquet"},
     check_specs=[_schema_spec(OPEN_INTEREST_KEY)],
-    **BRONZE_ASSET_DEFAULTS,
+    **session_asset_defaults("bronze"),
 )
 def bronze_options_open_interest(
     context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings
@@ -153,7 +154,7 @@ def bronze_options_open_interest(
         frames = list(decode_frames(files.get(OPTIONS, "statistics"), "statistics", chunk_records=settings.chunk_records))
         statistics = pl.concat(frames) if frames else pl.DataFrame(schema=FRAME_SCHEMAS["statistics"])
         oi = open_interest_before(statistics, definitions, session_window(session).rth_open_ns)
-        written = store.write_frames("bronze", "options_open_interest", session, [oi], OPEN_INTEREST_SCHEMA, stamp(settings))
+        written = store.write_frames("bronze", "options_open_interest", session, [oi], OPEN_INTEREST_SCHEMA, stamp(settings, BRONZE_SCHEMA_VERSION))
         return {"rows": written.rows, "total_open_interest": int(oi["open_interest"].sum())}
 
     run.run(build, expected=(DbnDecodeError, FileNotFoundError))

@@ -6,7 +6,8 @@ import dagster as dg
 from ..lib.tiers import NO_TIER, session_tier
 from ..resources import LakeResource, MarketDataResource, PipelineSettings
 from ..sources.base import SourceError
-from .common import BRONZE_ASSET_DEFAULTS, RangeRun, stamp
+from ..partitioned import RangeRun, session_asset_defaults, stamp
+from . import BRONZE_SCHEMA_VERSION
 from .manifest import manifest_frame
 
 HAS_FILES = "HAS_FILES"
@@ -18,7 +19,7 @@ HAS_FILES = "HAS_FILES"
     description=__doc__,
     check_specs=[dg.AssetCheckSpec(HAS_FILES, asset=["raw", "dbn_files"], blocking=True,
                                    description="Every session has at least one futures DBN file")],
-    **BRONZE_ASSET_DEFAULTS,
+    **session_asset_defaults("bronze"),
 )
 def raw_dbn_files(
     context: dg.AssetExecutionContext, market_data: MarketDataResource, lake: LakeResource, settings: PipelineSettings
@@ -31,7 +32,7 @@ def raw_dbn_files(
     def acquire(session):
         files = source.acquire(session)
         manifest = manifest_frame(files)
-        lake.lake().write_frame("raw", "dbn_files", session, manifest, stamp(settings))
+        lake.lake().write_frame("raw", "dbn_files", session, manifest, stamp(settings, BRONZE_SCHEMA_VERSION))
         return {
             "files": manifest.height,
             "bytes": int(manifest["bytes"].sum()),

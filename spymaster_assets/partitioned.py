@@ -1,4 +1,4 @@
-"""What every bronze asset shares: its partitions, backfill policy, stamps and run bookkeeping."""
+"""What every session-partitioned asset shares: partitions, backfill policy, stamps, run bookkeeping."""
 
 from __future__ import annotations
 
@@ -8,25 +8,29 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from ..partitions import single_run_backfill, trading_sessions_partitions
-from ..resources import PipelineSettings
+from .partitions import single_run_backfill, trading_sessions_partitions
+from .resources import PipelineSettings
 
-BRONZE_SCHEMA_VERSION = "1"
 OWNERS = ["team:data-eng"]
 
-BRONZE_ASSET_DEFAULTS = dict(
-    partitions_def=trading_sessions_partitions,
-    # Range runs (UI backfills, `dg launch --partition-range`) execute as one run; every
-    # bronze asset loops over context.partition_keys, so it is range-safe.
-    backfill_policy=single_run_backfill,
-    group_name="bronze",
-    owners=OWNERS,
-)
+
+def session_asset_defaults(group: str) -> dict:
+    """Decorator arguments shared by every session-partitioned asset of a layer.
+
+    Range runs (UI backfills, `dg launch --partition-range`) execute as one run; every
+    session asset loops over context.partition_keys, so it is range-safe.
+    """
+    return dict(
+        partitions_def=trading_sessions_partitions,
+        backfill_policy=single_run_backfill,
+        group_name=group,
+        owners=OWNERS,
+    )
 
 
-def stamp(settings: PipelineSettings) -> dict[str, str]:
+def stamp(settings: PipelineSettings, schema_version: str) -> dict[str, str]:
     """Parquet key-value metadata carried by every artifact."""
-    return {"schema_version": BRONZE_SCHEMA_VERSION, "config_hash": settings.config_hash()}
+    return {"schema_version": schema_version, "config_hash": settings.config_hash()}
 
 
 def sessions(context: dg.AssetExecutionContext) -> list[dt.date]:
