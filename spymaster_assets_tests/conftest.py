@@ -26,3 +26,26 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
     """A throwaway SPYMASTER_HOME so no test touches the developer's lake."""
     monkeypatch.setenv("SPYMASTER_HOME", str(tmp_path))
     return tmp_path
+
+
+SYNTHETIC_SESSIONS = ("2024-12-09", "2024-12-10")
+
+
+@pytest.fixture(scope="session")
+def synthetic_home(tmp_path_factory) -> Path:
+    """Two tiny synthetic sessions materialized through the whole graph once per test run."""
+    import dagster as dg
+
+    from spymaster_assets_tests.helpers import run_range, resources_for
+    from spymaster_assets.definitions import build_definitions
+
+    home = tmp_path_factory.mktemp("synthetic_home")
+    defs = build_definitions(resources_for(home, source="synthetic", synthetic_scale="tiny"))
+    with dg.instance_for_test() as instance:
+        result = run_range(defs, SYNTHETIC_SESSIONS[0], SYNTHETIC_SESSIONS[-1], instance)
+        failures = [e.message for e in result.all_events if e.is_failure]
+        assert result.success, failures
+        home.joinpath("check_failures.txt").write_text(
+            "\n".join(f"{e.asset_key.to_user_string()} {e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed)
+        )
+    return home

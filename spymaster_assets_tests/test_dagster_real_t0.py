@@ -1,34 +1,17 @@
-"""Materialize the bronze graph through Dagster: real 2013 ES bars (T0) and tiny synthetic sessions."""
+"""Materialize bronze → silver through Dagster on the real 2013 ES 1-minute bars (tier T0)."""
 
 import datetime as dt
 
 import dagster as dg
 import duckdb
 import pytest
-from dagster_duckdb import DuckDBResource
 
 from spymaster_assets.definitions import build_definitions
 from spymaster_assets.lake import Lake
-from spymaster_assets.resources import LakeResource, MarketDataResource, PipelineSettings
+from spymaster_assets_tests.helpers import run_range
+from spymaster_assets_tests.helpers import resources_for as resources
 
 pytestmark = pytest.mark.slow
-
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
-
-
-def resources(home, **market):
-    return {
-        "lake": LakeResource(root=str(home / "lake")),
-        "market_data": MarketDataResource(raw_root=str(home / "raw"), **market),
-        "settings": PipelineSettings(),
-        "duckdb": DuckDBResource(database=str(home / "warehouse.duckdb")),
-    }
-
-
-def run_range(defs: dg.Definitions, first: str, last: str, instance) -> dg.ExecuteInProcessResult:
-    job = defs.resolve_job_def("daily_market_job")
-    return job.execute_in_process(instance=instance, tags={RANGE_START: first, RANGE_END: last}, raise_on_error=False)
 
 
 def test_real_2013_bars_materialize_as_tier_t0(fixtures, tmp_path):

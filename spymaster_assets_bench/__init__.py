@@ -1,0 +1,1 @@
+"""Benchmarks: run with `make bench`. They print throughput, ratios and memory; they never assert."""

@@ -1,0 +1,26 @@
+"""Shared test plumbing: resources on a temp home, and range runs of the daily job."""
+
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from spymaster_assets.resources import LakeResource, MarketDataResource, PipelineSettings
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+def resources_for(home: Path, **market) -> dict:
+    return {
+        "lake": LakeResource(root=str(home / "lake")),
+        "market_data": MarketDataResource(raw_root=str(home / "raw"), **market),
+        "settings": PipelineSettings(),
+        "duckdb": DuckDBResource(database=str(home / "warehouse.duckdb")),
+    }
+
+
+def run_range(defs: dg.Definitions, first: str, last: str, instance) -> dg.ExecuteInProcessResult:
+    """One range run of the daily job, as `dg launch --partition-range` or a UI backfill makes it."""
+    job = defs.resolve_job_def("daily_market_job")
+    return job.execute_in_process(instance=instance, tags={RANGE_START: first, RANGE_END: last}, raise_on_error=False)
