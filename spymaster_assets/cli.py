@@ -70,6 +70,7 @@ def demo(start: dt.datetime, n_sessions: int, scale: str, seed: int) -> None:
         raise SystemExit(f"backfill failed (exit {result.returncode})")
     click.echo(f"  done in {time.perf_counter() - began:.1f} s")
     _print_summary(home, sessions)
+    _print_demo_query(home, sessions[-1])
     click.echo(
         "\nOpen the Dagster UI on the same data:\n"
         f"  SPYMASTER_HOME={home} DAGSTER_HOME={home / 'dagster'} "
@@ -82,12 +83,108 @@ def _print_summary(home: Path, sessions: list[dt.date]) -> None:
     import polars as pl
 
     from .lake import Lake
-    from .summary import bronze_summary
+    from .summary import bronze_summary, research_summary
 
-    table = bronze_summary(Lake(home / "lake"), sessions)
+    lake = Lake(home / "lake")
     with pl.Config(tbl_rows=50, tbl_cols=20, tbl_width_chars=200, tbl_hide_dataframe_shape=True):
         click.echo("\nBronze, per session (rows per table):")
-        click.echo(table)
+        click.echo(bronze_summary(lake, sessions))
+        click.echo("\nSilver and gold, per session (anchors by primary 4-min label; history in the as-of index):")
+        click.echo(research_summary(lake, sessions))
+    report = lake.root / "reports" / "retrieval_evaluation" / "report.json"
+    if report.exists():
+        _print_evaluation(report)
+
+
+def _print_evaluation(path: Path) -> None:
+    import json
+
+    report = json.loads(path.read_text())
+    pooled, oracle = report.get("pooled"), report.get("oracle", {})
+    if not pooled:
+        click.echo(f"\nRetrieval evaluation: {report.get('note', 'nothing to evaluate')}")
+        return
+    click.echo(
+        f"\nRetrieval, walk-forward over {report['sessions']} sessions ({report['n']} episodes, each answered only "
+        f"by earlier sessions):\n"
+        f"  p(BREAK) Brier {pooled['brier']:.4f} vs base rate {pooled['brier_base']:.4f} (skill {pooled['brier_skill']:+.3f}), "
+        f"ECE {pooled['ece']:.3f} vs {pooled['ece_base']:.3f}, AUC {pooled['auc']:.3f}"
+    )
+    if oracle.get("oracle_auc") is not None:
+        click.echo(f"  simulator's true p_break on the same {oracle['n_matched']} episodes: AUC {oracle['oracle_auc']:.3f} "
+                   f"→ retrieval recovers {oracle['edge_ratio']:.0%} of the oracle's edge over a coin flip "
+                   f"(AUC ratio {oracle['auc_ratio']:.2f})")
+    click.echo(f"  report: {path}")
+
+
+def _print_demo_query(home: Path, session: dt.date) -> None:
+    """One real answer from the demo data: the last session's first opening-range touch (or first touch)."""
+    import polars as pl
+
+    from .gold.as_of import query_answer
+    from .lake import Lake
+    from .lib.calendar import ns_to_et
+
+    lake = Lake(home / "lake")
+    if not lake.has_partition("silver", "events", session):
+        return
+    events = lake.read("silver", "events", session).sort("ts_ns")
+    if events.height == 0:
+        return
+    preferred = events.filter(pl.col("level_kind").str.starts_with("OR_"))
+    event = (preferred if preferred.height else events).row(0, named=True)
+    clock = ns_to_et(event["ts_ns"]).time().replace(second=0, microsecond=0)
+    click.echo(f"\nA query from the demo data (`spymaster query --date {session} --time {clock:%H:%M} "
+               f"--level {event['level_kind']}`):")
+    print_answer(query_answer(lake, session, clock, event["level_kind"], neighbours=5))
+
+
+def print_answer(answer: dict) -> None:
+    """A query answer the way a trader reads it."""
+    click.echo(f"\n{answer['session']} {answer['time_et']} ET: {answer['level_kind']} {answer['level_price']:.2f}, "
+               f"spot {answer['spot']:.2f}, approach {answer['direction']} ({answer['time_bucket']}, tier {answer['tier']})")
+    for name, item in answer["state"].items():
+        click.echo(f"  {name:<20} {item['value']:>12.3f}  {item['meaning']}")
+    r = answer.get("retrieval")
+    if r is None:
+        click.echo(f"  {answer.get('note')}")
+        return
+    p, base, (low, high) = r["probabilities"], r["base_rates"], r["p_break_interval"]
+    click.echo(f"  outcome: BREAK {p['BREAK']:.0%}  REJECT {p['REJECT']:.0%}  CHOP {p['CHOP']:.0%}  "
+               f"({r['credible_level']:.0%} interval for BREAK {low:.0%}–{high:.0%}, effective N {r['effective_n']:.1f}, "
+               f"{r['n_neighbours']} neighbours)")
+    click.echo(f"  base rate ({r['partition']['granularity'].replace('_', ' × ')}, {r['base_history']} earlier episodes): "
+               f"BREAK {base['BREAK']:.0%}  REJECT {base['REJECT']:.0%}  CHOP {base['CHOP']:.0%}"
+               + ("   [insufficient history]" if r["insufficient_history"] else ""))
+    click.echo("  nearest past setups:")
+    for n in r["neighbours"]:
+        click.echo(f"    {n['session']} {n['level_kind']:<8} {n['direction']:<4} sim {n['similarity']:.2f}  "
+                   f"w {n['weight']:.2f}  → {n['label']:<6} (MFE {n['mfe_atr']:.2f} / MAE {n['mae_atr']:.2f} ATR)")
+
+
+@main.command()
+@click.option("--date", "session", type=click.DateTime(["%Y-%m-%d"]), required=True, help="session date")
+@click.option("--time", "clock", type=click.DateTime(["%H:%M"]), required=True, help="ET clock time, 09:30–12:30")
+@click.option("--level", "level_kind", type=click.Choice(["PM_HIGH", "PM_LOW", "OR_HIGH", "OR_LOW", "SMA_90", "EMA_20"]),
+              required=True)
+@click.option("--neighbours", type=int, default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the answer as JSON")
+def query(session: dt.datetime, clock: dt.datetime, level_kind: str, neighbours: int, as_json: bool) -> None:
+    """What happened next in the most similar past setups at this level (as of this session)."""
+    import json
+
+    from .gold.as_of import query_answer
+    from .lake import Lake
+
+    lake = Lake(spymaster_home() / "lake")
+    try:
+        answer = query_answer(lake, session.date(), clock.time(), level_kind, neighbours)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(answer, indent=2, default=str))
+    else:
+        print_answer(answer)
 
 
 @main.command()

@@ -5,18 +5,19 @@ import dagster as dg
 from .bronze.futures import futures_assets
 from .bronze.options import options_assets
 from .bronze.raw import raw_dbn_files
+from .gold.assets import gold_assets, report_assets
 from .resources import resources_from_env
 from .silver.assets import silver_assets
 from .schedules import SESSION_FRESHNESS, daily_market_job, daily_market_schedule
 from .warehouse import build_lake_views_asset
 
-session_assets = [raw_dbn_files, *futures_assets, *options_assets, *silver_assets]
+session_assets = [raw_dbn_files, *futures_assets, *options_assets, *silver_assets, *gold_assets]
 lake_views = build_lake_views_asset([key for asset in session_assets for key in asset.keys])
 
 
 def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*session_assets, lake_views],
+        assets=[*session_assets, lake_views, *report_assets],
         jobs=[daily_market_job],
         schedules=[daily_market_schedule],
         resources=resources,

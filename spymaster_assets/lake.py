@@ -9,6 +9,8 @@ partition on the same input gives byte-identical files.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import shutil
 import uuid
 from collections.abc import Iterable
@@ -55,9 +57,7 @@ class Lake:
         `metadata` is stored as Parquet key-value metadata (schema_version, config hash).
         """
         final_dir = self.partition_dir(layer, table, session)
-        final_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = final_dir.parent / f".tmp-{final_dir.name}-{uuid.uuid4().hex}"
-        tmp_dir.mkdir()
+        tmp_dir = self.staging_dir(layer, table, session)
         rows = 0
         try:
             arrow_schema = pl.DataFrame(schema=schema).to_arrow().schema
@@ -85,6 +85,24 @@ class Lake:
     def write_frame(self, layer, table, session, frame: pl.DataFrame, metadata=None) -> WriteResult:
         return self.write_frames(layer, table, session, [frame], dict(frame.schema), metadata)
 
+    def staging_dir(self, layer: str, table: str, session: dt.date | str) -> Path:
+        """A fresh hidden directory beside the partition, for artifacts that are not one Parquet
+        file (e.g. FAISS indices); `publish_dir` swaps it in atomically."""
+        final_dir = self.partition_dir(layer, table, session)
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = final_dir.parent / f".tmp-{final_dir.name}-{uuid.uuid4().hex}"
+        staging.mkdir()
+        return staging
+
+    def publish_dir(self, staging: Path, layer: str, table: str, session: dt.date | str) -> Path:
+        final_dir = self.partition_dir(layer, table, session)
+        try:
+            _publish(staging, final_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return final_dir
+
     def read(self, layer: str, table: str, session: dt.date | str, columns: list[str] | None = None) -> pl.DataFrame:
         path = self.partition_file(layer, table, session)
         if not path.exists():
@@ -110,6 +128,26 @@ class WriteResult:
 
 def _key(session: dt.date | str) -> str:
     return session.isoformat() if isinstance(session, dt.date) else str(session)
+
+
+def json_safe(value: object) -> object:
+    """NaN/inf become null, so reports are strict JSON any reader accepts."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, payload: object) -> Path:
+    """JSON written to a temp file and renamed over `path` (readers never see half a report)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex}"
+    tmp.write_text(json.dumps(json_safe(payload), indent=2, sort_keys=True, default=str, allow_nan=False))
+    tmp.replace(path)
+    return path
 
 
 def _publish(tmp_dir: Path, final_dir: Path) -> None:

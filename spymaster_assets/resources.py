@@ -68,6 +68,11 @@ class MarketDataResource(dg.ConfigurableResource):
             max_cost_usd=self.max_cost_usd,
         )
 
+    def ground_truth_root(self) -> Path | None:
+        """Where the simulator wrote its ground truth (synthetic source only; evaluation reads it,
+        the pipeline never does)."""
+        return self.build().root if self.source == "synthetic" else None
+
     def describe(self) -> dict[str, object]:
         """Source settings safe to show in metadata (the API key is never included)."""
         if self.source == "synthetic":

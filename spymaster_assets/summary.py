@@ -44,3 +44,27 @@ def bronze_summary(lake: Lake, sessions: list[dt.date]) -> pl.DataFrame:
             row[table] = _rows(lake, "bronze", table, session)
         rows.append(row)
     return pl.DataFrame(rows)
+
+
+def research_summary(lake: Lake, sessions: list[dt.date]) -> pl.DataFrame:
+    """Per session: state rows, anchors, outcome mix of the primary label, episodes, indexed history."""
+    rows = []
+    for session in sessions:
+        row: dict[str, object] = {"session": session, "state_rows": _rows(lake, "silver", "state", session)}
+        if lake.has_partition("silver", "labels", session):
+            labels = lake.read("silver", "labels", session, columns=["label"])["label"]
+            row |= {"anchors": labels.len(), **{o: int((labels == o).sum()) for o in ("BREAK", "REJECT", "CHOP")}}
+        row["episodes"] = _rows(lake, "gold", "episodes", session)
+        index_meta = lake.partition_dir("gold", "similarity_index", session)
+        manifests = sorted(index_meta.glob("tier=*/manifest.json"))
+        # Direction partitions cover a tier's whole index; the lowest tier's index holds every episode.
+        row["indexed_episodes"] = max((sum(p["size"] for p in _manifest(m)["partitions"] if p["granularity"] == "direction")
+                                       for m in manifests), default=None)
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def _manifest(path) -> dict:
+    import json
+
+    return json.loads(path.read_text())

@@ -31,7 +31,7 @@ def test_definitions_load_with_the_bronze_graph():
 
 def test_every_session_asset_is_range_safe_and_fresh_by_18h():
     for spec in defs.resolve_all_asset_specs():
-        if spec.group_name == "warehouse":
+        if spec.group_name in ("warehouse", "reports"):  # unpartitioned: recomputed from whatever exists
             continue
         node = defs.resolve_asset_graph().get(spec.key)
         assert node.backfill_policy == dg.BackfillPolicy.single_run(), spec.key

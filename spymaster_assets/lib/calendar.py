@@ -7,6 +7,7 @@ session that belongs to it opens at 18:00 ET on the previous trading evening; br
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from dataclasses import dataclass
 from functools import lru_cache
@@ -92,6 +93,13 @@ def previous_session(day: dt.date) -> dt.date:
     if not earlier:
         raise ValueError(f"no trading session before {day}")
     return earlier[-1]
+
+
+def sessions_before(day: dt.date, count: int) -> list[dt.date]:
+    """The `count` trading sessions strictly before `day`, oldest first (a trailing window)."""
+    sessions, _ = _schedule()
+    end = bisect.bisect_left(sessions, day)
+    return sessions[max(0, end - count):end]
 
 
 def session_window(session: dt.date) -> SessionWindow:

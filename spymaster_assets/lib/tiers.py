@@ -7,6 +7,7 @@ A feature its tier cannot supply is null, never 0.
 
 from __future__ import annotations
 
+TIERS = ("T0", "T1", "T2", "T3")
 NO_TIER = "NONE"
 OPTIONS_NEEDED = frozenset({("options", "definition"), ("options", "trades"), ("options", "statistics")})
 

@@ -4,7 +4,7 @@ See README.md in this package for the model and the planted break formula.
 """
 
 from .config import GENERATOR_VERSION, SCALES, SyntheticConfig
-from .ground_truth import formula_text, oracle_auc, read_ground_truth
+from .ground_truth import formula_text, match_ground_truth, oracle_auc, read_ground_truth
 from .market import generate_session, read_manifest, session_dir, session_paths
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "formula_text",
     "generate_session",
     "oracle_auc",
+    "match_ground_truth",
     "read_ground_truth",
     "read_manifest",
     "session_dir",

@@ -180,3 +180,24 @@ def oracle_auc(ground_truth: pl.DataFrame, score: str = "p_break", outcome: str 
     first-crossing label instead of the drawn outcome."""
     rows = ground_truth.filter(pl.col("planned") & pl.col(outcome).is_in([BREAK, REJECT]) & pl.col(score).is_not_null())
     return roc_auc(rows[score].to_numpy(), (rows[outcome] == BREAK).to_numpy())
+
+
+def match_ground_truth(episodes: pl.DataFrame, ground_truth: pl.DataFrame, tolerance_s: float = 2.0) -> pl.DataFrame:
+    """Each episode (or anchor) with the simulator's touch of the same level kind and direction
+    nearest in time within `tolerance_s`, if any (columns `gt_*`; null when unmatched).
+
+    `episodes` needs `ts_ns`, `level_kind`, `direction`. For evaluation only: the pipeline
+    never reads ground truth."""
+    truth = ground_truth.select(
+        pl.col("touch_ts_event").alias("gt_ts_ns"),
+        "level_kind",
+        "direction",
+        pl.col("planned").alias("gt_planned"),
+        pl.col("p_break").alias("gt_p_break"),
+        pl.col("outcome").alias("gt_outcome"),
+    ).sort("gt_ts_ns")
+    matched = episodes.with_row_index("_order").sort("ts_ns").join_asof(
+        truth, left_on="ts_ns", right_on="gt_ts_ns", by=["level_kind", "direction"], strategy="nearest",
+        tolerance=int(tolerance_s * 1e9),
+    )
+    return matched.sort("_order").drop("_order")

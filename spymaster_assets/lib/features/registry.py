@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..tiers import TIERS
+
 FAMILIES = ("context", "kinematics", "approach", "tape", "order_flow", "liquidity", "dealer", "physics")
-TIERS = ("T0", "T1", "T2", "T3")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Gold: episode vectors, trailing normalization, as-of similarity indices and retrieval reports."""

@@ -1,0 +1,602 @@
+"""The break model (SPEC §9): LightGBM on episode vectors, validated honestly, calibrated, explained.
+
+Two models share one feature matrix:
+- **binary** BREAK vs REJECT, trained on decisive episodes only (CHOP excluded). Its
+  calibrated probability is the headline `p_break`; it is *conditional on the level
+  deciding* (p_reject = 1 − p_break). Attribution (TreeSHAP) runs on this model.
+- **multiclass** BREAK / REJECT / CHOP on every episode, for `p_chop` and the full
+  outcome distribution. Its probabilities are reported as trained (not recalibrated).
+
+Validation (see `validation.py` for the purge/embargo definitions): walk-forward by
+session with an expanding window (the forecast-honest estimate, and the source of the
+calibration data) and leave-one-day-out (more training data per fold, reported
+separately). Every fold's base-rate predictor is the *training fold's* class shares, so
+"beats the base rate" means beating what was knowable at training time.
+
+Calibration: fitted on the walk-forward out-of-fold raw scores (log-odds) of decisive
+episodes. Isotonic regression when there are at least `isotonic_min_samples` (200) of them —
+below that, isotonic's step function overfits and Platt scaling (a 2-parameter logistic
+on the raw score) is the safer choice. Calibrated probabilities are clipped to
+[calibration_clip, 1 − calibration_clip] because a few hundred samples cannot support a
+0 or 1. The pooled "wf_cal" metrics are prequential: fold k is scored with a calibrator
+fitted only on folds before k (identity while fewer than `calibration_min_samples`
+exist), so even the calibrated numbers never use data the calibrator saw.
+
+Edge vs base rate (attribution): a driver's `edge` is the probability shift its TreeSHAP
+contribution φ (log-odds) would produce on its own, starting from the base rate b:
+`edge = σ(logit(b) + φ) − b`. Log-odds contributions add up, probability points do not,
+so driver edges do not sum to the total edge; the total (`calibrated p_break − b`) is
+reported separately in `prediction.edge`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from . import metrics
+from .validation import Split, as_session_days, leave_one_day_out_splits, walk_forward_splits
+
+CLASSES = ("BREAK", "REJECT", "CHOP")
+BREAK_IDX, REJECT_IDX, CHOP_IDX = 0, 1, 2
+WALK_FORWARD, LEAVE_ONE_DAY_OUT = "walk_forward", "leave_one_day_out"
+METRIC_PREFIX = {WALK_FORWARD: "wf", LEAVE_ONE_DAY_OUT: "lodo"}
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class BreakModelConfig:
+    """Hyper-parameters sized for small data (hundreds to a few thousand episodes)."""
+
+    n_estimators: int = 200
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    min_data_in_leaf: int = 20
+    feature_fraction: float = 0.8
+    lambda_l2: float = 1.0
+    max_bin: int = 63  # few episodes per feature: coarse histograms generalise better and train faster
+    num_threads: int = 1  # 1 = bit-for-bit reproducible and no OpenMP spin on a 2-core box
+    seed: int = 20240601
+    min_train_sessions: int = 10
+    embargo_sessions: int = 1
+    leave_one_day_out: bool = True
+    isotonic_min_samples: int = 200
+    calibration_min_samples: int = 30
+    calibration_clip: float = 0.01
+    precision_threshold: float = 0.6
+    reliability_bins: int = 10
+
+    def lgb_params(self, objective: str) -> dict:
+        params = {
+            "objective": objective,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
+            "lambda_l2": self.lambda_l2,
+            "max_bin": self.max_bin,
+            "num_threads": self.num_threads,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_row_wise": True,  # the col-wise/row-wise auto choice is timing-based: not reproducible
+            "verbosity": -1,
+        }
+        if objective == "multiclass":
+            params["num_class"] = len(CLASSES)
+        return params
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-12), 1.0 - 1e-12)
+    return float(np.log(p / (1.0 - p)))
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """Monotone map from the binary model's raw score (log-odds) to a calibrated p(BREAK).
+
+    Stored as plain numbers (isotonic knots or Platt coefficients) and evaluated with numpy,
+    so it round-trips through JSON exactly and costs microseconds per prediction.
+    """
+
+    method: str  # "isotonic" | "platt" | "identity"
+    knots_x: tuple[float, ...] = ()
+    knots_y: tuple[float, ...] = ()
+    slope: float = 1.0
+    intercept: float = 0.0
+    clip: float = 0.0
+    n_samples: int = 0
+
+    def __call__(self, raw_score) -> np.ndarray:
+        raw = np.asarray(raw_score, dtype=np.float64)
+        if self.method == "isotonic":
+            # sklearn's IsotonicRegression(out_of_bounds="clip").predict is this linear interpolation.
+            p = np.interp(raw, np.asarray(self.knots_x), np.asarray(self.knots_y))
+        else:
+            p = _sigmoid(self.slope * raw + self.intercept)
+        return np.clip(p, self.clip, 1.0 - self.clip)
+
+    @classmethod
+    def identity(cls) -> Calibrator:
+        return cls("identity")
+
+    @classmethod
+    def fit(cls, raw_score: np.ndarray, y: np.ndarray, isotonic_min_samples: int = 200, clip: float = 0.01,
+            min_samples: int = 30) -> Calibrator:
+        raw = np.asarray(raw_score, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if raw.size < min_samples or np.unique(y).size < 2:
+            return cls.identity()
+        if raw.size >= isotonic_min_samples:
+            from sklearn.isotonic import IsotonicRegression
+
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
+            return cls("isotonic", tuple(map(float, iso.X_thresholds_)), tuple(map(float, iso.y_thresholds_)),
+                       clip=clip, n_samples=int(raw.size))
+        from sklearn.linear_model import LogisticRegression
+
+        # Weak L2 (C = 1000) only so perfectly separated folds still give finite coefficients.
+        platt = LogisticRegression(C=1e3).fit(raw[:, None], y)
+        return cls("platt", slope=float(platt.coef_[0, 0]), intercept=float(platt.intercept_[0]), clip=clip,
+                   n_samples=int(raw.size))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Calibrator:
+        return cls(**{**data, "knots_x": tuple(data.get("knots_x", ())), "knots_y": tuple(data.get("knots_y", ()))})
+
+
+def class_indices(y_labels) -> np.ndarray:
+    """"BREAK"/"REJECT"/"CHOP" → 0/1/2; anything else (including nulls) is an error, not a guess."""
+    labels = np.asarray(y_labels.to_list() if hasattr(y_labels, "to_list") else y_labels, dtype=object)
+    codes = np.full(labels.size, -1, dtype=np.int64)
+    for index, name in enumerate(CLASSES):
+        codes[labels == name] = index
+    if (codes < 0).any():
+        unknown = sorted({str(v) for v in labels[codes < 0]})
+        raise ValueError(f"labels must be one of {CLASSES}; got {unknown[:5]}")
+    return codes
+
+
+def _train_booster(X: np.ndarray, y: np.ndarray, config: BreakModelConfig, objective: str,
+                   feature_names: Sequence[str] | None = None) -> lgb.Booster:
+    data = lgb.Dataset(X, label=y, feature_name=list(feature_names) if feature_names else "auto",
+                       params={"max_bin": config.max_bin, "verbosity": -1}, free_raw_data=True)
+    return lgb.train(config.lgb_params(objective), data, num_boost_round=config.n_estimators)
+
+
+@dataclass
+class ValidationResult:
+    """Out-of-fold predictions of one scheme, with per-fold and pooled metrics."""
+
+    scheme: str
+    folds: list[dict]
+    pooled: dict[str, float]
+    reliability: pl.DataFrame
+    oof_idx: np.ndarray  # episode row of each out-of-fold prediction
+    oof_fold: np.ndarray
+    oof_raw: np.ndarray  # binary raw score (log-odds), uncalibrated
+    oof_base_rate: np.ndarray  # the training fold's BREAK share among decisive episodes
+    oof_probs: np.ndarray  # multiclass (n × 3)
+    oof_base_probs: np.ndarray  # the training fold's class shares (n × 3)
+    pooled_calibrated: dict[str, float] | None = None
+    reliability_calibrated: pl.DataFrame | None = None
+
+
+def _score_fold(y_class: np.ndarray, raw: np.ndarray, base_rate: float, probs: np.ndarray, base_probs: np.ndarray,
+                config: BreakModelConfig) -> dict[str, float]:
+    decisive = y_class != CHOP_IDX
+    report = metrics.binary_report(y_class[decisive] == BREAK_IDX, _sigmoid(raw[decisive]), base_rate,
+                                   config.reliability_bins, config.precision_threshold)
+    return report | metrics.multiclass_report(y_class, probs, base_probs)
+
+
+def _cross_validate(scheme: str, splits: Iterable[Split], X: np.ndarray, y_class: np.ndarray,
+                    config: BreakModelConfig) -> ValidationResult:
+    decisive = y_class != CHOP_IDX
+    folds, idx, fold_of, raw_all, base_all, probs_all, base_probs_all = [], [], [], [], [], [], []
+    for split in splits:
+        train, test = split.train_idx, split.test_idx
+        train_decisive = train[decisive[train]]
+        if train_decisive.size == 0 or test.size == 0:
+            continue
+        binary = _train_booster(X[train_decisive], (y_class[train_decisive] == BREAK_IDX).astype(np.float64),
+                                config, "binary")
+        multiclass = _train_booster(X[train], y_class[train].astype(np.float64), config, "multiclass")
+        raw = binary.predict(X[test], raw_score=True, num_threads=config.num_threads)
+        probs = multiclass.predict(X[test], num_threads=config.num_threads)
+        base_rate = float(np.mean(y_class[train_decisive] == BREAK_IDX))
+        base_probs = np.bincount(y_class[train], minlength=len(CLASSES)) / train.size
+        fold = len(folds)
+        folds.append({
+            "fold": fold,
+            "test_session": split.test_session.isoformat(),
+            "n_train": int(train.size),
+            "n_test": int(test.size),
+            "n_purged": split.n_purged,
+            "embargoed_sessions": [s.isoformat() for s in split.embargoed_sessions],
+            "base_rate": base_rate,
+        } | _score_fold(y_class[test], raw, base_rate, probs, base_probs, config))
+        idx.append(test)
+        fold_of.append(np.full(test.size, fold))
+        raw_all.append(raw)
+        base_all.append(np.full(test.size, base_rate))
+        probs_all.append(probs)
+        base_probs_all.append(np.broadcast_to(base_probs, probs.shape))
+    if not folds:
+        empty, no_rows = np.empty(0), np.empty(0, dtype=np.int64)
+        return ValidationResult(scheme, [], {"n_folds": 0.0}, metrics.reliability_table(empty, empty), no_rows,
+                                no_rows, empty, empty, np.empty((0, 3)), np.empty((0, 3)))
+    oof_idx, oof_raw, oof_base = np.concatenate(idx), np.concatenate(raw_all), np.concatenate(base_all)
+    oof_probs, oof_base_probs = np.vstack(probs_all), np.vstack(base_probs_all)
+    y_oof = y_class[oof_idx]
+    pooled = {"n_folds": float(len(folds))} | _pooled_report(y_oof, _sigmoid(oof_raw), oof_base, oof_probs,
+                                                               oof_base_probs, config)
+    decisive_oof = y_oof != CHOP_IDX
+    reliability = metrics.reliability_table(y_oof[decisive_oof] == BREAK_IDX, _sigmoid(oof_raw[decisive_oof]),
+                                            config.reliability_bins)
+    return ValidationResult(scheme, folds, pooled, reliability, oof_idx, np.concatenate(fold_of), oof_raw, oof_base,
+                            oof_probs, oof_base_probs)
+
+
+def _pooled_report(y_class, p_break, base_rate, probs, base_probs, config: BreakModelConfig) -> dict[str, float]:
+    decisive = y_class != CHOP_IDX
+    return metrics.binary_report(y_class[decisive] == BREAK_IDX, p_break[decisive], base_rate[decisive],
+                                 config.reliability_bins, config.precision_threshold) | \
+        metrics.multiclass_report(y_class, probs, base_probs)
+
+
+def _prequential_calibration(result: ValidationResult, y_class: np.ndarray, config: BreakModelConfig) -> None:
+    """Score walk-forward fold k with a calibrator fitted on folds < k only (honest calibrated metrics)."""
+    if not result.folds:
+        return
+    y_oof = y_class[result.oof_idx]
+    decisive = y_oof != CHOP_IDX
+    calibrated = np.empty_like(result.oof_raw)
+    for fold in range(len(result.folds)):
+        earlier = (result.oof_fold < fold) & decisive
+        calibrator = Calibrator.fit(result.oof_raw[earlier], y_oof[earlier] == BREAK_IDX, config.isotonic_min_samples,
+                                    config.calibration_clip, config.calibration_min_samples)
+        current = result.oof_fold == fold
+        calibrated[current] = calibrator(result.oof_raw[current])
+    result.pooled_calibrated = {"n_folds": float(len(result.folds))} | metrics.binary_report(
+        y_oof[decisive] == BREAK_IDX, calibrated[decisive], result.oof_base_rate[decisive], config.reliability_bins,
+        config.precision_threshold)
+    result.reliability_calibrated = metrics.reliability_table(y_oof[decisive] == BREAK_IDX, calibrated[decisive],
+                                                              config.reliability_bins)
+
+
+@dataclass
+class BreakPredictor:
+    """What serving needs: both boosters, the calibrator, the layout and the base rates."""
+
+    binary_booster: lgb.Booster
+    multiclass_booster: lgb.Booster
+    calibrator: Calibrator
+    feature_names: tuple[str, ...]
+    base_rate: float  # BREAK share among decisive training episodes
+    class_shares: tuple[float, float, float]  # BREAK, REJECT, CHOP shares among all training episodes
+    num_threads: int = 1
+
+    def _matrix(self, X) -> np.ndarray:
+        matrix = np.asarray(X, dtype=np.float64)
+        matrix = matrix.reshape(1, -1) if matrix.ndim == 1 else matrix
+        if matrix.shape[1] != len(self.feature_names):
+            raise ValueError(f"expected {len(self.feature_names)} features, got {matrix.shape[1]}")
+        return matrix
+
+    def predict(self, X) -> dict[str, np.ndarray]:
+        """Calibrated p(BREAK | decisive), its raw score, and the multiclass distribution (n × 3, CLASSES order)."""
+        matrix = self._matrix(X)
+        raw = self.binary_booster.predict(matrix, raw_score=True, num_threads=self.num_threads)
+        probs = self.multiclass_booster.predict(matrix, num_threads=self.num_threads)
+        return {
+            "p_break": self.calibrator(raw),
+            "p_break_raw": _sigmoid(raw),
+            "raw_score": raw,
+            "p_multiclass": probs,
+            "p_chop": probs[:, CHOP_IDX],
+        }
+
+    def contributions(self, X) -> np.ndarray:
+        """TreeSHAP of the binary model: (n × (features + 1)) log-odds, last column the bias.
+
+        Each row sums to the raw score (log-odds) of that episode.
+        """
+        return self.binary_booster.predict(self._matrix(X), pred_contrib=True, num_threads=self.num_threads)
+
+    def explain(self, x_row, feature_names: Sequence[str], sections: Mapping[str, str], driver_names: Mapping[str, str],
+                history_X: np.ndarray | None = None, top_k: int = 3, max_combos: int = 3,
+                context: Mapping | None = None) -> dict:
+        """One episode → a `level_signal`-shaped explanation: prediction, drivers, combos, sections, context.
+
+        Features that share a driver name (e.g. the five micro-history lags of one series)
+        are one driver: their contributions add (log-odds are additive). A driver's
+        percentile is that of its dominant feature (largest |φ|) against `history_X`
+        (mid-rank, 0–100; None without history). `strength` is the driver's share of the
+        total |φ| (0–100). Unmapped features keep their own name and the section "other".
+
+        Combos are *not* interaction effects (LightGBM has no SHAP interaction values):
+        they are pairs among the reported drivers that push the same way, ranked by the
+        product of their contributions, with the joint edge σ(logit(b) + φ₁ + φ₂) − b.
+        """
+        if tuple(feature_names) != self.feature_names:
+            raise ValueError("feature_names differ from the layout the model was trained on")
+        x = self._matrix(x_row)
+        contrib = self.contributions(x)[0]
+        phi, bias = contrib[:-1], float(contrib[-1])
+        raw = float(contrib.sum())
+        p_break = float(self.calibrator(raw))
+        probs = self.multiclass_booster.predict(x, num_threads=self.num_threads)[0]
+        base = self.base_rate
+        base_logit = _logit(base)
+
+        def edge(log_odds):
+            return _sigmoid(base_logit + np.asarray(log_odds)) - base
+
+        section_names, section_code = np.unique([sections.get(f, "other") for f in self.feature_names],
+                                                return_inverse=True)
+        section_phi = np.bincount(section_code, weights=phi, minlength=section_names.size)
+        section_edge = edge(section_phi)
+
+        labels = [driver_names.get(f, f) for f in self.feature_names]
+        driver_labels, driver_code = np.unique(labels, return_inverse=True)
+        driver_phi = np.bincount(driver_code, weights=phi, minlength=driver_labels.size)
+        # Dominant feature per driver: the member with the largest |φ| (lexsort: last key is primary).
+        order = np.lexsort((-np.abs(phi), driver_code))
+        first_of_group = np.r_[True, driver_code[order][1:] != driver_code[order][:-1]]
+        dominant = np.empty(driver_labels.size, dtype=np.int64)
+        dominant[driver_code[order][first_of_group]] = order[first_of_group]
+        total_abs = float(np.abs(phi).sum()) or 1.0
+        history = None if history_X is None else np.asarray(history_X, dtype=np.float64)
+        if history is not None and (history.ndim != 2 or history.shape[1] != len(self.feature_names)):
+            raise ValueError(f"history_X must be (n × {len(self.feature_names)}), got {history.shape}")
+
+        def driver(g: int) -> dict:
+            j = int(dominant[g])
+            value = float(x[0, j])
+            percentile = None
+            if history is not None and history.shape[0]:
+                column = history[:, j]
+                percentile = float(100.0 * (np.count_nonzero(column < value) + 0.5 * np.count_nonzero(column == value))
+                                   / column.size)
+            members = [self.feature_names[i] for i in np.flatnonzero(driver_code == g)]
+            log_odds = float(driver_phi[g])
+            entry = {
+                "name": str(driver_labels[g]),
+                "direction": "BREAK" if log_odds > 0 else "REJECT",
+                "sign": 1 if log_odds > 0 else -1,
+                "log_odds": log_odds,
+                "edge": float(edge(log_odds)),
+                "strength": round(100.0 * abs(log_odds) / total_abs, 1),
+                "percentile": percentile,
+                "value": value,
+                "feature": self.feature_names[j],
+                "features": members,
+                "section": sections.get(self.feature_names[j], "other"),
+            }
+            where = f"{_ordinal(round(percentile))} percentile" if percentile is not None else f"value {value:.3g}"
+            entry["description"] = f"{entry['name']} ({where}): {entry['edge']:+.1%} vs base rate"
+            return entry
+
+        ranked = np.argsort(-driver_phi, kind="stable")
+        break_groups = [int(g) for g in ranked if driver_phi[g] > 0][:top_k]
+        reject_groups = [int(g) for g in ranked[::-1] if driver_phi[g] < 0][:top_k]
+        drivers = {"break": [driver(g) for g in break_groups], "reject": [driver(g) for g in reject_groups]}
+
+        pairs = [(a, b) for side in (break_groups, reject_groups) for a, b in itertools.combinations(side, 2)]
+        pairs.sort(key=lambda ab: -(driver_phi[ab[0]] * driver_phi[ab[1]]))
+        combos = [{
+            "description": f"{driver_labels[a]} + {driver_labels[b]}",
+            "drivers": [str(driver_labels[a]), str(driver_labels[b])],
+            "direction": "BREAK" if driver_phi[a] > 0 else "REJECT",
+            "log_odds": float(driver_phi[a] + driver_phi[b]),
+            "edge": float(edge(driver_phi[a] + driver_phi[b])),
+            "kind": "aligned_pair",
+            "active": True,
+        } for a, b in pairs[:max_combos]]
+
+        return {
+            "prediction": {
+                "p_break": p_break,
+                "p_reject": 1.0 - p_break,
+                "p_chop": float(probs[CHOP_IDX]),
+                "conditional_on": "decisive outcome (BREAK or REJECT); p_chop from the multiclass model",
+                "multiclass": {name: float(probs[i]) for i, name in enumerate(CLASSES)},
+                "p_break_raw": float(_sigmoid(raw)),
+                "base_rate": base,
+                "edge": p_break - base,
+                "method": "model",
+                "calibration": self.calibrator.method,
+            },
+            "drivers": drivers,
+            "combos": combos,
+            "sections": {str(name): {"log_odds": float(section_phi[i]), "edge": float(section_edge[i])}
+                         for i, name in enumerate(section_names)},
+            "context": {
+                "raw_score": raw,
+                "bias": bias,
+                "attribution": "TreeSHAP (LightGBM pred_contrib) on the binary model, log-odds",
+                "edge_definition": "sigma(logit(base_rate) + contribution) - base_rate",
+                "n_history": None if history is None else int(history.shape[0]),
+            } | dict(context or {}),
+        }
+
+    def metadata(self) -> dict:
+        """Everything but the boosters, as JSON-safe values (for persistence next to them)."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "classes": list(CLASSES),
+            "feature_names": list(self.feature_names),
+            "base_rate": self.base_rate,
+            "class_shares": list(self.class_shares),
+            "num_threads": self.num_threads,
+            "calibrator": self.calibrator.to_dict(),
+        }
+
+    @classmethod
+    def from_parts(cls, binary_booster: lgb.Booster, multiclass_booster: lgb.Booster, meta: Mapping) -> BreakPredictor:
+        if list(meta["classes"]) != list(CLASSES):
+            raise ValueError(f"class order {meta['classes']} differs from {CLASSES}")
+        return cls(binary_booster, multiclass_booster, Calibrator.from_dict(meta["calibrator"]),
+                   tuple(meta["feature_names"]), float(meta["base_rate"]), tuple(meta["class_shares"]),
+                   int(meta["num_threads"]))
+
+
+@dataclass
+class TrainedBreakModel(BreakPredictor):
+    """A fitted predictor plus the evidence for it: validation results, importance, data range."""
+
+    config: BreakModelConfig = field(default_factory=BreakModelConfig)
+    validation: dict[str, ValidationResult] = field(default_factory=dict)
+    feature_importance: pl.DataFrame | None = None
+    data_range: dict = field(default_factory=dict)
+
+    def pooled_metrics(self) -> dict[str, float]:
+        """Flat `<scheme>_<metric>` pooled metrics: wf_*, wf_cal_* (prequentially calibrated), lodo_*."""
+        flat = {}
+        for scheme, result in self.validation.items():
+            prefix = METRIC_PREFIX[scheme]
+            flat |= {f"{prefix}_{k}": v for k, v in result.pooled.items()}
+            if result.pooled_calibrated is not None:
+                flat |= {f"{prefix}_cal_{k}": v for k, v in result.pooled_calibrated.items()}
+        return flat
+
+    def serving_metrics(self) -> dict[str, float]:
+        """The numbers a serving decision compares: walk-forward, prequentially calibrated (what serving outputs)."""
+        result = self.validation.get(WALK_FORWARD)
+        if result is None or result.pooled_calibrated is None:
+            return {}
+        return dict(result.pooled_calibrated)
+
+    def reliability_tables(self) -> dict[str, pl.DataFrame]:
+        tables = {}
+        for scheme, result in self.validation.items():
+            tables[f"{METRIC_PREFIX[scheme]} raw"] = result.reliability
+            if result.reliability_calibrated is not None:
+                tables[f"{METRIC_PREFIX[scheme]} calibrated"] = result.reliability_calibrated
+        return tables
+
+
+def train_break_model(X, y_labels, sessions, label_end_ns, ts_ns, feature_names: Sequence[str],
+                      config: BreakModelConfig | None = None) -> TrainedBreakModel:
+    """Validate (walk-forward + leave-one-day-out, purged, embargoed), calibrate on OOF, fit on all data."""
+    config = config or BreakModelConfig()
+    matrix = np.ascontiguousarray(X, dtype=np.float64)
+    y_class = class_indices(y_labels)
+    names = tuple(feature_names)
+    if matrix.ndim != 2 or matrix.shape != (y_class.size, len(names)):
+        raise ValueError(f"X is {matrix.shape}; expected ({y_class.size}, {len(names)})")
+    if not np.isfinite(matrix).all():
+        raise ValueError("X contains NaN or inf: episode vectors must be complete (SPEC §7)")
+    days = as_session_days(sessions)
+    label_end = np.asarray(label_end_ns, dtype=np.int64)
+    anchor = np.asarray(ts_ns, dtype=np.int64)
+
+    validation = {WALK_FORWARD: _cross_validate(
+        WALK_FORWARD, walk_forward_splits(days, label_end, config.min_train_sessions, config.embargo_sessions, anchor),
+        matrix, y_class, config)}
+    _prequential_calibration(validation[WALK_FORWARD], y_class, config)
+    if config.leave_one_day_out:
+        validation[LEAVE_ONE_DAY_OUT] = _cross_validate(
+            LEAVE_ONE_DAY_OUT, leave_one_day_out_splits(days, label_end, config.embargo_sessions, anchor,
+                                                        config.min_train_sessions),
+            matrix, y_class, config)
+
+    wf = validation[WALK_FORWARD]
+    wf_decisive = y_class[wf.oof_idx] != CHOP_IDX
+    calibrator = Calibrator.fit(wf.oof_raw[wf_decisive], y_class[wf.oof_idx][wf_decisive] == BREAK_IDX,
+                                config.isotonic_min_samples, config.calibration_clip, config.calibration_min_samples)
+
+    decisive = y_class != CHOP_IDX
+    binary = _train_booster(matrix[decisive], (y_class[decisive] == BREAK_IDX).astype(np.float64), config, "binary",
+                            names)
+    multiclass = _train_booster(matrix, y_class.astype(np.float64), config, "multiclass", names)
+    importance = pl.DataFrame({
+        "feature": list(names),
+        "gain": binary.feature_importance("gain"),
+        "split": binary.feature_importance("split").astype(np.int64),
+        "gain_multiclass": multiclass.feature_importance("gain"),
+    }).sort("gain", descending=True, maintain_order=True)
+    unique_days = np.unique(days)
+    return TrainedBreakModel(
+        binary_booster=binary,
+        multiclass_booster=multiclass,
+        calibrator=calibrator,
+        feature_names=names,
+        base_rate=float(np.mean(y_class[decisive] == BREAK_IDX)) if decisive.any() else float("nan"),
+        class_shares=tuple(float(s) for s in np.bincount(y_class, minlength=len(CLASSES)) / y_class.size),
+        num_threads=config.num_threads,
+        config=config,
+        validation=validation,
+        feature_importance=importance,
+        data_range={
+            "first_session": str(unique_days[0]),
+            "last_session": str(unique_days[-1]),
+            "n_sessions": int(unique_days.size),
+            "n_episodes": int(y_class.size),
+            "n_decisive": int(decisive.sum()),
+        },
+    )
+
+
+HIGHER_IS_BETTER = ("auc", "brier_skill", "log_loss_skill", "precision_at")
+LOWER_IS_BETTER = ("brier", "log_loss", "ece")
+
+
+def _metric_direction(metric: str) -> int:
+    """+1 when higher is better; matched on the longest known suffix (wf_cal_brier_skill → brier_skill)."""
+    suffixes = sorted([(s, 1) for s in HIGHER_IS_BETTER] + [(s, -1) for s in LOWER_IS_BETTER], key=lambda s: -len(s[0]))
+    for suffix, direction in suffixes:
+        if metric == suffix or metric.endswith("_" + suffix):
+            return direction
+    raise ValueError(f"unknown metric {metric!r}: not one of {HIGHER_IS_BETTER + LOWER_IS_BETTER} (or a prefixed form)")
+
+
+def serving_decision(new_metrics: Mapping[str, float], current_metrics: Mapping[str, float] | None,
+                     metric: str = "brier_skill", min_improvement: float = 0.0) -> tuple[bool, str]:
+    """Promote the new model only if it beats the serving one on a metric chosen in advance.
+
+    Improvement must be strictly greater than `min_improvement` (ties keep the incumbent:
+    a swap must earn its churn). With no serving model, any model with a finite metric is
+    promoted. The comparison is only as fair as the evaluation data: pass metrics computed
+    on the same sessions (e.g. both models' walk-forward calibrated reports).
+    """
+    direction = _metric_direction(metric)
+    new = new_metrics.get(metric)
+    if new is None or not np.isfinite(new):
+        return False, f"new model has no finite {metric}"
+    if current_metrics is None:
+        return True, f"no serving model; new {metric} = {new:.4f}"
+    current = current_metrics.get(metric)
+    if current is None or not np.isfinite(current):
+        return True, f"serving model has no finite {metric}; new {metric} = {new:.4f}"
+    improvement = direction * (new - current)
+    verdict = improvement > min_improvement
+    word = "beats" if verdict else "does not beat"
+    return verdict, (f"new {metric} {new:.4f} {word} serving {current:.4f} "
+                     f"(improvement {improvement:+.4f}, required > {min_improvement:+.4f})")
