@@ -198,6 +198,6 @@ def match_ground_truth(episodes: pl.DataFrame, ground_truth: pl.DataFrame, toler
     ).sort("gt_ts_ns")
     matched = episodes.with_row_index("_order").sort("ts_ns").join_asof(
         truth, left_on="ts_ns", right_on="gt_ts_ns", by=["level_kind", "direction"], strategy="nearest",
-        tolerance=int(tolerance_s * 1e9),
+        tolerance=int(tolerance_s * 1e9), check_sortedness=False,  # both sides sorted by time just above
     )
     return matched.sort("_order").drop("_order")

@@ -1,0 +1,131 @@
+"""Gold: as-of indices never see their own date or later; retrieval and its evaluation on the synthetic lake."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spymaster_assets.cli import main as cli
+from spymaster_assets.gold.as_of import AsOf, build_indices, history_for, index_dir, query_answer
+from spymaster_assets.gold.assets import retrieval_evaluation
+from spymaster_assets.lake import Lake
+from spymaster_assets.lib.calendar import trading_sessions
+from spymaster_assets.lib.episodes import episode_schema, feature_set, vector_layout
+from spymaster_assets.lib.normalization import fit_robust_z
+from spymaster_assets_tests.conftest import SYNTHETIC_SESSIONS
+from spymaster_assets_tests.helpers import resources_for
+
+SESSIONS = trading_sessions(dt.date(2024, 3, 1), dt.date(2024, 4, 30))
+KINDS = ("PM_HIGH", "PM_LOW", "OR_HIGH", "OR_LOW", "SMA_90", "EMA_20")
+
+
+def fake_episodes(session: dt.date, n: int, tier: str, rng: np.random.Generator) -> pl.DataFrame:
+    schema = episode_schema()
+    supplied = {d.name for d in feature_set(tier)}
+    frame = {
+        "episode_id": [f"{session}_{i}" for i in range(n)], "session": [session] * n, "ts_ns": np.arange(n, dtype=np.int64),
+        "state_t_ns": np.arange(n, dtype=np.int64), "level_kind": rng.choice(KINDS, n).tolist(),
+        "level_price": np.full(n, 5000.0), "direction": rng.choice(["UP", "DOWN"], n).tolist(),
+        "dir_sign": np.ones(n, dtype=np.int8), "time_bucket": rng.choice(["T0_15", "T60_120"], n).tolist(),
+        "tier": [tier] * n, "anchor_atr": np.ones(n), "label": rng.choice(["BREAK", "REJECT", "CHOP"], n).tolist(),
+    }
+    for d in vector_layout():
+        frame[d.name] = rng.normal(size=n) if d.name in supplied else [None] * n
+    return pl.DataFrame(frame).with_columns([pl.lit(None).cast(t).alias(c) for c, t in schema.items() if c not in frame]).select(
+        list(schema)).cast(schema)
+
+
+@pytest.fixture(scope="module")
+def fake_lake(tmp_path_factory) -> Lake:
+    """Sixty sessions of random episodes with gaps (every 7th session missing), tiers T0 and T2."""
+    lake = Lake(tmp_path_factory.mktemp("gold_lake"))
+    rng = np.random.default_rng(3)
+    for i, session in enumerate(SESSIONS):
+        if i % 7 == 3:
+            continue
+        tier = "T0" if i % 5 == 0 else "T2"
+        lake.write_frame("gold", "episodes", session, fake_episodes(session, 12, tier, rng))
+    return lake
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(SESSIONS[1:]))
+def test_as_of_index_never_holds_the_date_or_later(fake_lake, as_of):
+    history, used = history_for(fake_lake, as_of)
+    assert all(day < as_of for day in used)
+    indices = build_indices(history, fit_robust_z(history, vector_layout()))
+    for tier, index in indices.items():
+        sessions = index.meta["session"]
+        assert sessions.max() < as_of, tier
+        assert index.n_episodes == history.filter(pl.col("tier") >= tier).height
+    # Every earlier episode is in the T0 index (T0's dimensions are supplied by every tier).
+    assert indices["T0"].n_episodes == history.height
+
+
+def test_feature_sets_drop_absent_sections_rather_than_zero_filling(fake_lake):
+    history, _ = history_for(fake_lake, SESSIONS[-1])
+    indices = build_indices(history, fit_robust_z(history, vector_layout()))
+    assert indices["T0"].dim == len(feature_set("T0")) < indices["T2"].dim == len(feature_set("T2"))
+    assert set(indices) == {"T0", "T1", "T2"}  # no T3 session: no T3 index
+
+
+@pytest.fixture(scope="module")
+def synthetic_lake(synthetic_home) -> Lake:
+    return Lake(synthetic_home / "lake")
+
+
+@pytest.mark.slow
+def test_second_session_is_answered_by_the_first_only(synthetic_lake):
+    first, second = (dt.date.fromisoformat(d) for d in SYNTHETIC_SESSIONS)
+    assert not index_dir(synthetic_lake, first, "T3").exists()  # nothing before the first session
+    episodes = synthetic_lake.read("gold", "episodes", second)
+    results = AsOf(synthetic_lake, second).answer(episodes)
+    assert len(results) == episodes.height and all(r is not None for r in results)
+    for r in results:
+        assert sum(r.probabilities.values()) == pytest.approx(1.0)
+        assert r.p_break_interval[0] <= r.probabilities["BREAK"] <= r.p_break_interval[1]
+        assert set(r.neighbours["session"].to_list()) <= {first}
+
+
+@pytest.mark.slow
+def test_query_cli_prints_distribution_and_neighbours(synthetic_home, synthetic_lake, monkeypatch):
+    monkeypatch.setenv("SPYMASTER_HOME", str(synthetic_home))
+    second = SYNTHETIC_SESSIONS[1]
+    runner = CliRunner()
+    out = runner.invoke(cli, ["query", "--date", second, "--time", "10:30", "--level", "PM_HIGH", "--json"])
+    assert out.exit_code == 0, out.output
+    answer = json.loads(out.output)
+    assert answer["level_kind"] == "PM_HIGH" and answer["tier"] == "T3"
+    retrieval = answer["retrieval"]
+    assert sum(retrieval["probabilities"].values()) == pytest.approx(1.0)
+    assert all(n["session"] == SYNTHETIC_SESSIONS[0] for n in retrieval["neighbours"])
+    direct = query_answer(synthetic_lake, dt.date.fromisoformat(second), dt.time(10, 30), "PM_HIGH")
+    assert direct["retrieval"]["probabilities"] == pytest.approx(retrieval["probabilities"])  # deterministic
+    text = runner.invoke(cli, ["query", "--date", second, "--time", "10:30", "--level", "PM_HIGH"])
+    assert text.exit_code == 0 and "outcome: BREAK" in text.output and "nearest past setups" in text.output
+    bad = runner.invoke(cli, ["query", "--date", second, "--time", "09:31", "--level", "OR_HIGH"])
+    assert bad.exit_code != 0 and "OR_HIGH has no state" in bad.output
+
+
+@pytest.mark.slow
+def test_retrieval_evaluation_reports_against_base_rate_and_oracle(synthetic_home, synthetic_lake):
+    resources = resources_for(synthetic_home, source="synthetic", synthetic_scale="tiny")
+    result = dg.materialize([retrieval_evaluation], resources={k: resources[k] for k in ("lake", "market_data")})
+    assert result.success
+    report = json.loads((synthetic_lake.root / "reports" / "retrieval_evaluation" / "report.json").read_text())
+    second_session_episodes = synthetic_lake.read("gold", "episodes", SYNTHETIC_SESSIONS[1]).height
+    assert report["n"] == second_session_episodes and report["sessions"] == 1  # the first session has no history
+    pooled = report["pooled"]
+    for key in ("brier", "brier_base", "log_loss", "ece", "auc"):
+        assert key in pooled
+    oracle = report["oracle"]
+    assert oracle["n_matched"] > 0
+    if "oracle_auc" in oracle:
+        assert 0.5 < oracle["oracle_auc"] <= 1.0
+    assert (synthetic_lake.root / "reports" / "retrieval_evaluation" / "reliability.png").stat().st_size > 1000
