@@ -121,7 +121,6 @@ def _print_demo_query(home: Path, session: dt.date) -> None:
     """One real answer from the demo data: the last session's first opening-range touch (or first touch)."""
     import polars as pl
 
-    from .gold.as_of import query_answer
     from .lake import Lake
     from .lib.calendar import ns_to_et
 
@@ -136,7 +135,20 @@ def _print_demo_query(home: Path, session: dt.date) -> None:
     clock = ns_to_et(event["ts_ns"]).time().replace(second=0, microsecond=0)
     click.echo(f"\nA query from the demo data (`spymaster query --date {session} --time {clock:%H:%M} "
                f"--level {event['level_kind']}`):")
-    print_answer(query_answer(lake, session, clock, event["level_kind"], neighbours=5))
+    print_answer(full_answer(lake, session, clock, event["level_kind"], neighbours=5))
+
+
+def full_answer(lake, session: dt.date, clock: dt.time, level_kind: str, neighbours: int) -> dict:
+    """Retrieval (as of the session) plus the serving model's probability and drivers, if one is serving."""
+    from .gold.as_of import query_answer
+    from .ml.serving import model_answer
+
+    answer = query_answer(lake, session, clock, level_kind, neighbours)
+    try:
+        answer["model"] = model_answer(lake, session, clock, level_kind)
+    except ValueError as exc:  # e.g. a T0 session asked of a T3 model
+        answer["model"] = {"error": str(exc)}
+    return answer
 
 
 def print_answer(answer: dict) -> None:
@@ -160,6 +172,26 @@ def print_answer(answer: dict) -> None:
     for n in r["neighbours"]:
         click.echo(f"    {n['session']} {n['level_kind']:<8} {n['direction']:<4} sim {n['similarity']:.2f}  "
                    f"w {n['weight']:.2f}  → {n['label']:<6} (MFE {n['mfe_atr']:.2f} / MAE {n['mae_atr']:.2f} ATR)")
+    _print_model(answer.get("model"))
+
+
+def _print_model(model: dict | None) -> None:
+    if model is None:
+        click.echo("  model: none serving yet (train it: materialize ml/break_model)")
+        return
+    if "error" in model:
+        click.echo(f"  model: {model['error']}")
+        return
+    p = model["prediction"]
+    click.echo(f"  model: p(BREAK | decisive) {p['p_break']:.0%} vs base rate {p['base_rate']:.0%} "
+               f"(edge {p['edge']:+.0%}; p(CHOP) {p['p_chop']:.0%}; {p['calibration']} calibration; run {model['model_run_id'][:8]})")
+    if model["in_sample"]:
+        click.echo(f"    (in-sample: the serving model was trained on sessions through {model['trained_through']}, "
+                   "this one included — retrieval above is the out-of-sample answer)")
+    for side in ("break", "reject"):
+        for d in model["drivers"][side]:
+            pct = "" if d["percentile"] is None else f", {d['percentile']:.0f}th pct"
+            click.echo(f"    {'↑' if side == 'break' else '↓'} {d['name']:<42} {d['edge']:+.1%}{pct}")
 
 
 @main.command()
@@ -173,12 +205,11 @@ def query(session: dt.datetime, clock: dt.datetime, level_kind: str, neighbours:
     """What happened next in the most similar past setups at this level (as of this session)."""
     import json
 
-    from .gold.as_of import query_answer
     from .lake import Lake
 
     lake = Lake(spymaster_home() / "lake")
     try:
-        answer = query_answer(lake, session.date(), clock.time(), level_kind, neighbours)
+        answer = full_answer(lake, session.date(), clock.time(), level_kind, neighbours)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

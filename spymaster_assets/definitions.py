@@ -6,9 +6,10 @@ from .bronze.futures import futures_assets
 from .bronze.options import options_assets
 from .bronze.raw import raw_dbn_files
 from .gold.assets import gold_assets, report_assets
+from .ml.assets import ml_assets
 from .resources import resources_from_env
 from .silver.assets import silver_assets
-from .schedules import SESSION_FRESHNESS, daily_market_job, daily_market_schedule
+from .schedules import SESSION_FRESHNESS, daily_market_job, daily_market_schedule, new_dbn_files_sensor
 from .warehouse import build_lake_views_asset
 
 session_assets = [raw_dbn_files, *futures_assets, *options_assets, *silver_assets, *gold_assets]
@@ -17,15 +18,17 @@ lake_views = build_lake_views_asset([key for asset in session_assets for key in 
 
 def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*session_assets, lake_views, *report_assets],
+        assets=[*session_assets, lake_views, *ml_assets, *report_assets],
         jobs=[daily_market_job],
         schedules=[daily_market_schedule],
+        sensors=[new_dbn_files_sensor],
         resources=resources,
         # Small runs on a 2-core machine: process-per-step startup costs more than it buys.
         executor=dg.in_process_executor,
     ).map_resolved_asset_specs(
         func=lambda spec: dg.apply_freshness_policy(spec, SESSION_FRESHNESS),
-        selection=dg.AssetSelection.assets(*session_assets),
+        # The model is retrained by the same daily job, so it is due by the same deadline.
+        selection=dg.AssetSelection.assets(*session_assets, *ml_assets),
     )
 
 

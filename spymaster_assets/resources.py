@@ -94,6 +94,15 @@ class PipelineSettings(dg.ConfigurableResource):
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking under the project home: `sqlite:///<home>/mlflow.db`, artifacts beside it."""
+
+    home: str
+
+    def home_path(self) -> Path:
+        return Path(self.home)
+
+
 def resources_from_env(env: dict[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
     env = dict(os.environ if env is None else env)
     home = Path(env.get("SPYMASTER_HOME", REPO_ROOT / ".spymaster")).resolve()
@@ -113,4 +122,5 @@ def resources_from_env(env: dict[str, str] | None = None) -> dict[str, dg.Config
         "market_data": market_data,
         "settings": PipelineSettings(),
         "duckdb": DuckDBResource(database=str(home / "warehouse.duckdb")),
+        "mlflow": MlflowResource(home=str(home)),
     }

@@ -2,10 +2,14 @@
 
 
 import datetime as dt
+import hashlib
+import json
 
 import dagster as dg
 
 from .lib.calendar import ET, is_trading_session
+from .partitions import trading_sessions_partitions
+from .resources import MarketDataResource
 
 DAILY_SELECTION = dg.AssetSelection.all() - dg.AssetSelection.groups("reports")
 
@@ -47,3 +51,51 @@ def daily_market_schedule(context: dg.ScheduleEvaluationContext):
 SESSION_FRESHNESS = dg.FreshnessPolicy.cron(
     deadline_cron=FRESHNESS_DEADLINE_CRON, lower_bound_delta=dt.timedelta(hours=2), timezone="America/New_York"
 )
+
+
+def sessions_touched(files, first: dt.date | None = None) -> dict[str, list[str]]:
+    """Session partition → the DBN files whose time range overlaps its window (new or changed files only)."""
+    from .lib.calendar import session_window, trading_sessions
+
+    touched: dict[str, list[str]] = {}
+    for indexed in files:
+        start = dt.datetime.fromtimestamp(indexed.header.start_ns / 1e9, tz=ET).date() - dt.timedelta(days=1)
+        end_ns = indexed.header.end_ns or indexed.header.start_ns
+        end = dt.datetime.fromtimestamp(end_ns / 1e9, tz=ET).date() + dt.timedelta(days=1)
+        for session in trading_sessions(max(start, first) if first else start, end):
+            window = session_window(session)
+            if indexed.overlaps(window.globex_open_ns, window.close_ns):
+                touched.setdefault(session.isoformat(), []).append(str(indexed.path))
+    return touched
+
+
+def file_fingerprint(indexed) -> str:
+    stat = indexed.path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+@dg.sensor(job=daily_market_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED)
+def new_dbn_files_sensor(context: dg.SensorEvaluationContext, market_data: MarketDataResource):
+    """Launch the partitions of sessions whose DBN files appeared (or changed) in the local raw
+    directory (source `local`). The cursor remembers each file's size and mtime; a run key per
+    session and file set makes a re-evaluation idempotent. Stopped by default: turn it on when
+    files are dropped by hand or by a downloader outside Dagster."""
+    if market_data.source != "local" or not market_data.local_dir:
+        return dg.SkipReason("the market-data source is not a local DBN directory")
+    source = market_data.build()
+    seen = json.loads(context.cursor) if context.cursor else {}
+    indexed = source.index()
+    current = {str(f.path): file_fingerprint(f) for f in indexed}
+    changed = [f for f in indexed if seen.get(str(f.path)) != current[str(f.path)]]
+    context.update_cursor(json.dumps(current, sort_keys=True))
+    if not changed:
+        return dg.SkipReason(f"no new DBN files under {market_data.local_dir}")
+    keys = set(trading_sessions_partitions.get_partition_keys())
+    requests = []
+    for session, paths in sorted(sessions_touched(changed).items()):
+        if session not in keys:
+            continue
+        digest = hashlib.sha256("|".join(f"{p}:{current[p]}" for p in sorted(paths)).encode()).hexdigest()[:12]
+        requests.append(dg.RunRequest(run_key=f"{session}:{digest}", partition_key=session,
+                                      tags={"spymaster/trigger": "new_dbn_files"}))
+    return requests or dg.SkipReason("new files cover no trading session partition")

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from spymaster_assets.resources import LakeResource, MarketDataResource, PipelineSettings
+from spymaster_assets.resources import LakeResource, MarketDataResource, MlflowResource, PipelineSettings
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -17,6 +17,7 @@ def resources_for(home: Path, **market) -> dict:
         "market_data": MarketDataResource(raw_root=str(home / "raw"), **market),
         "settings": PipelineSettings(),
         "duckdb": DuckDBResource(database=str(home / "warehouse.duckdb")),
+        "mlflow": MlflowResource(home=str(home)),
     }
 
 

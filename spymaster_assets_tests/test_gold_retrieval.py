@@ -100,7 +100,7 @@ def test_query_cli_prints_distribution_and_neighbours(synthetic_home, synthetic_
     runner = CliRunner()
     out = runner.invoke(cli, ["query", "--date", second, "--time", "10:30", "--level", "PM_HIGH", "--json"])
     assert out.exit_code == 0, out.output
-    answer = json.loads(out.output)
+    answer = json.loads(out.stdout)
     assert answer["level_kind"] == "PM_HIGH" and answer["tier"] == "T3"
     retrieval = answer["retrieval"]
     assert sum(retrieval["probabilities"].values()) == pytest.approx(1.0)

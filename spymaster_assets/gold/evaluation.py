@@ -99,23 +99,23 @@ def evaluation_report(predictions: pl.DataFrame, min_group: int = 10) -> dict:
 
 
 def oracle_comparison(predictions: pl.DataFrame, matched: pl.DataFrame) -> dict:
-    """On the synthetic market: AUC of retrieval vs AUC of the simulator's true p_break on the
+    """On the synthetic market: AUC of a predictor (retrieval, the model) vs AUC of the simulator's true p_break on the
     same episodes (those matched to a planned touch), and their ratio. BREAK = 1, else 0."""
     joined = predictions.join(matched.select("episode_id", "gt_planned", "gt_p_break"), on="episode_id", how="inner")
     same = joined.filter(pl.col("gt_planned").fill_null(False) & pl.col("gt_p_break").is_not_null())
     if same.height < 10:
         return {"n_matched": same.height, "note": "too few episodes matched to planned touches"}
     y = (same["label"] == "BREAK").to_numpy().astype(float)
-    retrieval = binary_report(y, same["p_break"].to_numpy(), same["base_break"].to_numpy())["auc"]
+    predictor = binary_report(y, same["p_break"].to_numpy(), same["base_break"].to_numpy())["auc"]
     oracle = binary_report(y, same["gt_p_break"].to_numpy(), same["base_break"].to_numpy())["auc"]
     return {
         "n_matched": same.height,
         "n_episodes": predictions.height,
-        "retrieval_auc": retrieval,
+        "predictor_auc": predictor,
         "oracle_auc": oracle,
-        "auc_ratio": retrieval / oracle if oracle else float("nan"),
+        "auc_ratio": predictor / oracle if oracle else float("nan"),
         # Share of the oracle's edge over a coin flip that retrieval recovers.
-        "edge_ratio": (retrieval - 0.5) / (oracle - 0.5) if oracle and oracle != 0.5 else float("nan"),
+        "edge_ratio": (predictor - 0.5) / (oracle - 0.5) if oracle and oracle != 0.5 else float("nan"),
     }
 
 
@@ -124,6 +124,6 @@ def headline(report: dict) -> dict[str, float]:
     keys = ("n", "auc", "brier", "brier_base", "brier_skill", "log_loss", "log_loss_base", "ece", "ece_base")
     out = {k: float(pooled[k]) for k in keys if k in pooled and pooled[k] is not None and np.isfinite(pooled[k])}
     oracle = report.get("oracle", {})
-    out |= {k: float(oracle[k]) for k in ("oracle_auc", "retrieval_auc", "auc_ratio", "edge_ratio")
+    out |= {k: float(oracle[k]) for k in ("oracle_auc", "predictor_auc", "auc_ratio", "edge_ratio")
             if k in oracle and np.isfinite(oracle[k])}
     return out

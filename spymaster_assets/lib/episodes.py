@@ -77,6 +77,7 @@ class VectorDim:
     source: str  # state column it is computed from
     normalization: str  # "robust_z" (all today; the field makes a future exception explicit)
     meaning: str
+    driver: str  # trader-language name used by attribution (several dimensions may share one)
 
 
 def _feature_dims() -> list[VectorDim]:
@@ -85,7 +86,8 @@ def _feature_dims() -> list[VectorDim]:
         if f.name in EXCLUDED:
             continue
         meaning = f.meaning + (" (log1p)" if f.name in LOG1P else "")
-        dims.append(VectorDim(f.name, FAMILY_SECTION[f.family], f.tier, f.name, "robust_z", meaning))
+        dims.append(VectorDim(f.name, FAMILY_SECTION[f.family], f.tier, f.name, "robust_z", meaning,
+                              registry.driver_name(f.name)))
     return dims
 
 
@@ -95,11 +97,13 @@ def _history_dims() -> list[VectorDim]:
     for series in KEY_SERIES:
         for lag in range(MICRO_ROWS):
             dims.append(VectorDim(f"micro_{series}_lag{lag}", "micro_history", tiers[series], series, "robust_z",
-                                  f"{series} {lag * 30} s before the touch's grid time"))
+                                  f"{series} {lag * 30} s before the touch's grid time",
+                                  f"{registry.driver_name(series)} (last 2 min)"))
     for series in KEY_SERIES:
         for k in range(TRAJECTORY_COEFFICIENTS):
             dims.append(VectorDim(f"traj_{series}_c{k}", "trajectory", tiers[series], series, "robust_z",
-                                  f"DCT-II coefficient {k} of {series} over the last 20 min"))
+                                  f"DCT-II coefficient {k} of {series} over the last 20 min",
+                                  f"{registry.driver_name(series)} (20-min path)"))
     return dims
 
 

@@ -56,9 +56,13 @@ _OFFLINE_ENV = {
 }
 
 
+def tracking_db(home: Path | str) -> Path:
+    return Path(home).resolve() / "mlflow.db"
+
+
 def tracking_uri(home: Path | str) -> str:
     """`sqlite:///<absolute home>/mlflow.db` (three slashes + an absolute path = four in a row)."""
-    return f"sqlite:///{Path(home).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{tracking_db(home)}"
 
 
 def artifact_root(home: Path | str) -> Path:
@@ -209,3 +213,19 @@ def serving_run_id(home: Path | str, registered_model_name: str = REGISTERED_MOD
         except mlflow.exceptions.MlflowException:
             return None
         return version.tags.get("run_id") or version.run_id
+
+
+def run_metrics(home: Path | str, run_id: str) -> dict[str, float]:
+    """The latest value of every metric a run logged (pooled metrics, for serving decisions)."""
+    with _tracking(home) as mlflow:
+        return dict(mlflow.MlflowClient().get_run(run_id).data.metrics)
+
+
+def run_ui_command(home: Path | str) -> str:
+    """The command that opens the MLflow UI on this tracking store."""
+    return f"uv run mlflow ui --backend-store-uri {tracking_uri(home)} --host 127.0.0.1 --port 5070"
+
+
+def run_params(home: Path | str, run_id: str) -> dict[str, str]:
+    with _tracking(home) as mlflow:
+        return dict(mlflow.MlflowClient().get_run(run_id).data.params)

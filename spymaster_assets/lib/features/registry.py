@@ -45,3 +45,56 @@ def all_features() -> list[FeatureDef]:
     if duplicated:
         raise ValueError(f"features registered twice: {sorted(duplicated)}")
     return sorted(defs, key=lambda d: FAMILIES.index(d.family))
+
+
+# Trader-language driver names (SPEC §9 attribution): several features of one idea share a
+# name, so attribution speaks of "the wall" rather than of five depth windows. First match wins.
+DRIVER_NAMES_EXACT = {"spot": "price", "d": "distance to the level", "atr": "volatility regime"}
+DRIVER_NAMES: tuple[tuple[str, str], ...] = (
+    ("minutes_since_open", "time of day"),
+    ("d_atr", "distance to the level"),
+    ("abs_d_atr", "distance to the level"),
+    ("attempt_index", "attempt number"),
+    ("touches_today", "attempt number"),
+    ("time_since_last_touch", "time since the last test"),
+    ("level_stacking", "confluence of levels"),
+    ("dist_to_other_levels", "confluence of levels"),
+    ("velocity", "speed into the level"),
+    ("approach", "speed into the level"),
+    ("acceleration", "acceleration into the level"),
+    ("jerk", "acceleration into the level"),
+    ("sweep", "aggressive sweeps"),
+    ("tape_near", "aggression at the level"),
+    ("trade_velocity", "tape momentum"),
+    ("buy_vol", "aggressive buying"),
+    ("sell_vol", "aggressive selling"),
+    ("tape_imbalance", "buyer/seller imbalance"),
+    ("ofi_near_level", "order flow at the level"),
+    ("ofi_accel", "order flow accelerating"),
+    ("ofi", "order-flow imbalance"),
+    ("defending_depth_chg", "wall thinning or building"),
+    ("defending_depth", "defending wall size"),
+    ("opposing_depth", "support behind price"),
+    ("replenish", "wall replenishment"),
+    ("wall_ratio", "wall vs usual depth"),
+    ("vacuum", "liquidity vacuum"),
+    ("depletion", "liquidity vacuum"),
+    ("gex_asymmetry", "dealer gamma skew around the level"),
+    ("net_gex", "dealer gamma regime"),
+    ("gex", "dealer gamma at the level"),
+    ("tide_calls", "call premium flow"),
+    ("tide_puts", "put premium flow"),
+    ("physics_force", "flow pushing into the level"),
+    ("physics_mass", "defending wall size"),
+    ("physics_pressure", "flow per contract defending"),
+)
+
+
+def driver_name(feature_name: str) -> str:
+    """The trader-facing name of a feature (or of a vector dimension's source feature)."""
+    if feature_name in DRIVER_NAMES_EXACT:
+        return DRIVER_NAMES_EXACT[feature_name]
+    for prefix, name in DRIVER_NAMES:
+        if feature_name.startswith(prefix):
+            return name
+    raise KeyError(f"no driver name for feature {feature_name!r}; add one to DRIVER_NAMES")

@@ -1,0 +1,1 @@
+"""ML: the break model (LightGBM, MLflow), its serving path and driver attribution."""
