@@ -7,20 +7,27 @@ export POLARS_MAX_THREADS ?= 2
 DEV_PORT ?= 3070
 HOME_DIR := $(or $(SPYMASTER_HOME),$(CURDIR)/.spymaster)
 
-.PHONY: setup demo test bench dev clean
+.PHONY: setup demo test bench dev mlflow clean
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --locked --compile-bytecode
+	$(UV) run dagster-dbt project prepare-and-package --file spymaster_assets/dbt_project.py
 
 demo: setup
 	$(UV) run spymaster demo
 
 test: setup
-	$(UV) run pytest
+	$(UV) run pytest -n 2
 
 bench: setup
 	$(UV) run python -m spymaster_assets_bench.bronze
+	$(UV) run python -m spymaster_assets_bench.silver
+	$(UV) run python -m spymaster_assets_bench.retrieval
+	$(UV) run python -m spymaster_assets_bench.model
+
+mlflow: setup
+	$(UV) run mlflow ui --backend-store-uri sqlite:///$(HOME_DIR)/mlflow.db --host 127.0.0.1 --port 5070
 
 dev: setup
 	mkdir -p $(HOME_DIR)/dagster && cp -n dagster.yaml $(HOME_DIR)/dagster/ || true

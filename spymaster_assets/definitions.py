@@ -6,6 +6,7 @@ from .bronze.futures import futures_assets
 from .bronze.options import options_assets
 from .bronze.raw import raw_dbn_files
 from .gold.assets import gold_assets, report_assets
+from .marts import marts_assets
 from .ml.assets import ml_assets
 from .resources import resources_from_env
 from .silver.assets import silver_assets
@@ -18,7 +19,7 @@ lake_views = build_lake_views_asset([key for asset in session_assets for key in 
 
 def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*session_assets, lake_views, *ml_assets, *report_assets],
+        assets=[*session_assets, lake_views, *ml_assets, *marts_assets, *report_assets],
         jobs=[daily_market_job],
         schedules=[daily_market_schedule],
         sensors=[new_dbn_files_sensor],
@@ -27,8 +28,8 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Defin
         executor=dg.in_process_executor,
     ).map_resolved_asset_specs(
         func=lambda spec: dg.apply_freshness_policy(spec, SESSION_FRESHNESS),
-        # The model is retrained by the same daily job, so it is due by the same deadline.
-        selection=dg.AssetSelection.assets(*session_assets, *ml_assets),
+        # The model and marts are rebuilt by the same daily job, so they are due by the same deadline.
+        selection=dg.AssetSelection.assets(*session_assets, *ml_assets, *marts_assets),
     )
 
 

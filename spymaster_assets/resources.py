@@ -104,6 +104,8 @@ class MlflowResource(dg.ConfigurableResource):
 
 
 def resources_from_env(env: dict[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
+    from .marts import dbt_resource  # local: marts loads the dbt manifest and imports .warehouse → .resources
+
     env = dict(os.environ if env is None else env)
     home = Path(env.get("SPYMASTER_HOME", REPO_ROOT / ".spymaster")).resolve()
     has_key = bool(env.get("DATABENTO_API_KEY"))
@@ -123,4 +125,5 @@ def resources_from_env(env: dict[str, str] | None = None) -> dict[str, dg.Config
         "settings": PipelineSettings(),
         "duckdb": DuckDBResource(database=str(home / "warehouse.duckdb")),
         "mlflow": MlflowResource(home=str(home)),
+        "dbt": dbt_resource(home),
     }

@@ -6,6 +6,8 @@ import pytest
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 os.environ.setdefault("POLARS_MAX_THREADS", "2")
 
+from spymaster_assets_tests.conftest_dbt import pytest_configure  # noqa: F401  (dbt manifest before imports)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

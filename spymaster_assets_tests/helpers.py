@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from spymaster_assets.marts import dbt_resource
 from spymaster_assets.resources import LakeResource, MarketDataResource, MlflowResource, PipelineSettings
 
 RANGE_START = "dagster/asset_partition_range_start"
@@ -18,6 +19,7 @@ def resources_for(home: Path, **market) -> dict:
         "settings": PipelineSettings(),
         "duckdb": DuckDBResource(database=str(home / "warehouse.duckdb")),
         "mlflow": MlflowResource(home=str(home)),
+        "dbt": dbt_resource(home),
     }
 
 
