@@ -190,7 +190,7 @@ def _print_model(model: dict | None) -> None:
                    "this one included — retrieval above is the out-of-sample answer)")
     for side in ("break", "reject"):
         for d in model["drivers"][side]:
-            pct = "" if d["percentile"] is None else f", {d['percentile']:.0f}th pct"
+            pct = "" if d["percentile"] is None else f", percentile {d['percentile']:.0f}"
             click.echo(f"    {'↑' if side == 'break' else '↓'} {d['name']:<42} {d['edge']:+.1%}{pct}")
 
 

@@ -7,6 +7,7 @@ from .bronze.options import options_assets
 from .bronze.raw import raw_dbn_files
 from .gold.assets import gold_assets, report_assets
 from .marts import marts_assets
+from .ml.analyses import analysis_assets
 from .ml.assets import ml_assets
 from .resources import resources_from_env
 from .silver.assets import silver_assets
@@ -19,7 +20,7 @@ lake_views = build_lake_views_asset([key for asset in session_assets for key in 
 
 def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*session_assets, lake_views, *ml_assets, *marts_assets, *report_assets],
+        assets=[*session_assets, lake_views, *ml_assets, *marts_assets, *report_assets, *analysis_assets],
         jobs=[daily_market_job],
         schedules=[daily_market_schedule],
         sensors=[new_dbn_files_sensor],

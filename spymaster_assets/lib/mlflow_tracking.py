@@ -27,6 +27,7 @@ runs a subprocess that imports the model's dependencies).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -229,3 +230,21 @@ def run_ui_command(home: Path | str) -> str:
 def run_params(home: Path | str, run_id: str) -> dict[str, str]:
     with _tracking(home) as mlflow:
         return dict(mlflow.MlflowClient().get_run(run_id).data.params)
+
+
+ANALYSES_EXPERIMENT = "spymaster_analyses"
+
+
+def log_report(home: Path | str, name: str, report_path: Path, metrics: Mapping[str, float] | None = None,
+               params: Mapping | None = None) -> str:
+    """One MLflow run per report materialization: the JSON as an artifact, headline numbers as metrics."""
+    exp_id = experiment_id(home, ANALYSES_EXPERIMENT)
+    with _tracking(home) as mlflow:
+        with mlflow.start_run(experiment_id=exp_id, run_name=name) as run:
+            if params:
+                mlflow.log_params({k: _param_value(v) for k, v in params.items()})
+            finite = {k: v for k, v in _numeric(metrics or {}).items() if math.isfinite(v)}
+            if finite:
+                mlflow.log_metrics(finite)
+            mlflow.log_artifact(str(report_path), name)
+            return run.info.run_id

@@ -24,6 +24,7 @@ from .training import labelled_episodes, training_set
 
 BREAK_MODEL_KEY = dg.AssetKey(["ml", "break_model"])
 FOLDS_TABLE = "break_model_folds"
+OOF_TABLE = "break_model_oof"
 MIN_TRAIN_SESSIONS = 5  # the first walk-forward fold trains on this many sessions
 SERVING_METRIC = "wf_cal_brier_skill"  # pre-set: calibrated walk-forward Brier skill vs the base rate
 BEATS_BASE_RATE = "BEATS_BASE_RATE"
@@ -54,14 +55,28 @@ def fold_table(run_id: str, validation: dict) -> pl.DataFrame:
     return frame.with_columns(pl.col("test_session").cast(pl.Utf8).str.to_date()).select(list(FOLD_SCHEMA)).cast(FOLD_SCHEMA)
 
 
-def model_vs_oracle(episodes: pl.DataFrame, walk_forward, truth_root: Path) -> dict:
-    """AUC of the model's out-of-fold p(BREAK) vs the simulator's true p_break on the same held-out
-    episodes (synthetic market only). BREAK = 1; CHOP and REJECT = 0, as in retrieval_evaluation."""
-    held_out = episodes[walk_forward.oof_idx].select("episode_id", "session", "ts_ns", "level_kind", "direction", "label")
-    predictions = held_out.with_columns(
+OOF_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.Utf8, "episode_id": pl.Utf8, "session": pl.Date, "ts_ns": pl.Int64, "level_kind": pl.Utf8,
+    "direction": pl.Utf8, "time_bucket": pl.Utf8, "label": pl.Utf8, "fold": pl.Int64,
+    "p_break": pl.Float64, "base_break": pl.Float64,
+}
+
+
+def out_of_fold(episodes: pl.DataFrame, walk_forward, run_id: str = "") -> pl.DataFrame:
+    """Walk-forward held-out predictions: each episode scored by a model that never saw its session."""
+    held_out = episodes[walk_forward.oof_idx].select("episode_id", "session", "ts_ns", "level_kind", "direction",
+                                                     "time_bucket", "label")
+    return held_out.with_columns(
+        pl.lit(run_id).alias("run_id"),
+        pl.Series("fold", walk_forward.oof_fold.astype(np.int64)),
         pl.Series("p_break", 1.0 / (1.0 + np.exp(-walk_forward.oof_raw))),
         pl.Series("base_break", walk_forward.oof_base_rate),
-    )
+    ).select(list(OOF_SCHEMA)).cast(OOF_SCHEMA)
+
+
+def model_vs_oracle(predictions: pl.DataFrame, truth_root: Path) -> dict:
+    """AUC of the model's out-of-fold p(BREAK) vs the simulator's true p_break on the same held-out
+    episodes (synthetic market only). BREAK = 1; CHOP and REJECT = 0, as in retrieval_evaluation."""
     truth = read_ground_truth(truth_root, sorted(set(predictions["session"].to_list())))
     return oracle_comparison(predictions, match_ground_truth(predictions, truth))
 
@@ -108,6 +123,9 @@ def break_model(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: M
                                   data_range=data.describe(), reliability_png_path=png)
     for session, per_session in fold_table(run_id, model.validation).group_by("test_session"):
         store.write_frames("ml", FOLDS_TABLE, session[0], [per_session], FOLD_SCHEMA)
+    held_out = out_of_fold(data.episodes, model.validation[WALK_FORWARD], run_id)
+    for session, per_session in held_out.group_by("session"):
+        store.write_frames("ml", OOF_TABLE, session[0], [per_session], OOF_SCHEMA)
 
     current = serving_run_id(home)
     pooled = model.pooled_metrics()
@@ -121,7 +139,7 @@ def break_model(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: M
     context.log.info(f"break model run {run_id}: {headline}; serving: {why}")
     oracle = {}
     if (truth_root := market_data.ground_truth_root()) is not None:
-        oracle = model_vs_oracle(data.episodes, model.validation[WALK_FORWARD], truth_root)
+        oracle = model_vs_oracle(held_out, truth_root)
         context.log.info(f"break model vs the simulator's oracle on the same held-out episodes: {oracle}")
     beats = pooled.get(SERVING_METRIC, float("nan"))
     return dg.MaterializeResult(

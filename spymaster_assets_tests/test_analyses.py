@@ -1,0 +1,39 @@
+"""Analyses: intervals, multiple-testing control and interaction tests on hand-checkable data."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from spymaster_assets.lib.analyses import benjamini_hochberg, interaction_test, segment_base_rates, wilson_interval
+
+
+def test_wilson_interval_by_hand():
+    # 8 of 10, z = 1.6449: centre (0.8 + z²/20)/(1 + z²/10) = 0.73612, half-width 0.19533
+    low, high = wilson_interval(8, 10)
+    assert (low, high) == (pytest.approx(0.54079, abs=1e-4), pytest.approx(0.93145, abs=1e-4))
+    assert np.isnan(wilson_interval(0, 0)[0])
+
+
+def test_benjamini_hochberg_by_hand():
+    # sorted 0.01, 0.03, 0.04, 0.20 → ×4/rank = 0.04, 0.06, 0.0533, 0.20 → running min from the top
+    adjusted = benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.20]))
+    np.testing.assert_allclose(adjusted, [0.04, 0.16 / 3, 0.16 / 3, 0.20])
+
+
+def test_interaction_found_only_when_planted():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=4000), rng.normal(size=4000)
+    planted = (rng.random(4000) < 1 / (1 + np.exp(-1.5 * a * b))).astype(float)
+    additive = (rng.random(4000) < 1 / (1 + np.exp(-(a + b)))).astype(float)
+    assert interaction_test(a, b, planted)["p_value"] < 1e-6
+    assert interaction_test(a, b, additive)["p_value"] > 0.01
+
+
+def test_segment_base_rates_shares_and_test():
+    episodes = pl.DataFrame({"direction": ["UP"] * 10 + ["DOWN"] * 10,
+                             "label": ["BREAK"] * 8 + ["REJECT"] * 2 + ["BREAK"] * 2 + ["CHOP"] * 8})
+    rows = {r["direction"]: r for r in segment_base_rates(episodes, ("direction",))}
+    assert rows["UP"]["break_share"] == 0.8 and rows["DOWN"]["chop_share"] == 0.8
+    assert rows["UP"]["break_share_90ci"][0] == pytest.approx(0.54079, abs=1e-4)
+    # exact two-sided binomial, 8 of 10 vs the pooled 0.5: 2·(C(10,8)+C(10,9)+C(10,10))/2¹⁰ = 112/1024
+    assert rows["UP"]["p_value_vs_pooled"] == pytest.approx(112 / 1024)
