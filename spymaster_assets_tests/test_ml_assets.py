@@ -1,6 +1,7 @@
 """The break_model asset: trains, logs to MLflow, writes fold metrics, promotes only on improvement."""
 
 import datetime as dt
+import json
 
 import dagster as dg
 import numpy as np
@@ -11,6 +12,7 @@ from spymaster_assets.lake import Lake
 from spymaster_assets.lib.calendar import trading_sessions
 from spymaster_assets.lib.episodes import feature_set
 from spymaster_assets.lib.mlflow_tracking import load_break_model, serving_run_id
+from spymaster_assets.ml.analyses import analysis_assets
 from spymaster_assets.ml.assets import FOLDS_TABLE, break_model
 from spymaster_assets.ml.serving import explain_setups
 from spymaster_assets.ml.training import labelled_episodes, training_set
@@ -67,6 +69,15 @@ def test_break_model_trains_logs_and_promotes_only_on_improvement(tmp_path):
     contributions = predictor.contributions(data.X[:1])
     raw = predictor.predict(data.X[:1])["raw_score"]
     np.testing.assert_allclose(contributions.sum(axis=1), raw, rtol=1e-9)
+
+    # The analyses read the held-out predictions and episodes and log a run each.
+    reports = dg.materialize(analysis_assets, resources={k: needed[k] for k in ("lake", "mlflow")})
+    assert reports.success
+    for name in ("segment_base_rates", "level_specificity", "time_stratification", "feature_interactions"):
+        report = json.loads((tmp_path / "lake" / "reports" / name / "report.json").read_text())
+        assert report, name
+    interactions = json.loads((tmp_path / "lake" / "reports" / "feature_interactions" / "report.json").read_text())
+    assert "approach_velocity" in interactions["candidates"]  # the planted driver is found first
 
 
 def test_break_model_waits_for_enough_sessions(tmp_path):
