@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import queue
 import shutil
 import threading
@@ -22,6 +21,8 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .lib.jsonable import jsonable
 
 PART_FILE = "part-0.parquet"
 ZSTD_LEVEL = 3
@@ -40,6 +41,10 @@ class Lake:
 
     def partition_file(self, layer: str, table: str, session: dt.date | str) -> Path:
         return self.partition_dir(layer, table, session) / PART_FILE
+
+    def partitions(self, layer: str, table: str) -> list[str]:
+        """Session keys (YYYY-MM-DD) of the table's published partitions, oldest first."""
+        return sorted(p.name.removeprefix("date=") for p in self.table_dir(layer, table).glob("date=*"))
 
     def has_partition(self, layer: str, table: str, session: dt.date | str) -> bool:
         return self.partition_file(layer, table, session).exists()
@@ -145,20 +150,24 @@ def prefetched(items: Iterable, depth: int = 2) -> Iterator:
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     done, stop = object(), threading.Event()
 
+    def offer(item) -> bool:
+        """Hand `item` to the consumer unless it has gone away (then the producer just ends)."""
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(item):
                     return
-            buffer.put(done)
+            offer(done)
         except BaseException as exc:  # handed to the consumer, which raises it
-            buffer.put(exc)
+            offer(exc)
 
     worker = threading.Thread(target=produce, name="lake-prefetch", daemon=True)
     worker.start()
@@ -175,22 +184,11 @@ def prefetched(items: Iterable, depth: int = 2) -> Iterator:
         worker.join(timeout=5)
 
 
-def json_safe(value: object) -> object:
-    """NaN/inf become null, so reports are strict JSON any reader accepts."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def write_json_atomic(path: Path, payload: object) -> Path:
     """JSON written to a temp file and renamed over `path` (readers never see half a report)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex}"
-    tmp.write_text(json.dumps(json_safe(payload), indent=2, sort_keys=True, default=str, allow_nan=False))
+    tmp.write_text(json.dumps(jsonable(payload), indent=2, sort_keys=True, default=str, allow_nan=False))
     tmp.replace(path)
     return path
 

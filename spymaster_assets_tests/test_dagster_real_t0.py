@@ -1,7 +1,5 @@
 """Materialize bronze → silver through Dagster on the real 2013 ES 1-minute bars (tier T0)."""
 
-import datetime as dt
-
 import dagster as dg
 import duckdb
 import pytest

@@ -66,3 +66,36 @@ def test_failure_on_a_new_partition_leaves_nothing(tmp_path):
         lake.write_frames("bronze", "t", "2024-12-10", exploding(), SCHEMA)
     assert not lake.has_partition("bronze", "t", "2024-12-10")
     assert list((tmp_path / "bronze" / "t").iterdir()) == []
+
+
+def test_prefetch_reraises_producer_errors_and_stops_when_the_consumer_does():
+    import threading
+    import time
+
+    from spymaster_assets.lake import prefetched
+
+    def failing():
+        yield 1
+        raise ValueError("bad chunk")
+
+    got = []
+    with pytest.raises(ValueError, match="bad chunk"):
+        for item in prefetched(failing()):
+            got.append(item)
+    assert got == [1]
+
+    produced = []
+
+    def endless():
+        for i in range(10**9):
+            produced.append(i)
+            yield i
+
+    for item in prefetched(endless(), depth=2):
+        if item == 3:
+            break
+    time.sleep(0.3)
+    settled = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == settled <= 3 + 2 + 2  # the producer stopped, at most a buffer ahead
+    assert not any(t.name == "lake-prefetch" and t.is_alive() for t in threading.enumerate())

@@ -73,9 +73,11 @@ def test_break_model_trains_logs_and_promotes_only_on_improvement(tmp_path):
     # The analyses read the held-out predictions and episodes and log a run each.
     reports = dg.materialize(analysis_assets, resources={k: needed[k] for k in ("lake", "mlflow")})
     assert reports.success
-    for name in ("segment_base_rates", "level_specificity", "time_stratification", "feature_interactions"):
+    sections = {"segment_base_rates": "by_level_kind_direction_bucket", "level_specificity": "model_by_level_kind",
+                "time_stratification": "global_model_by_bucket", "feature_interactions": "hypothesised"}
+    for name, section in sections.items():
         report = json.loads((tmp_path / "lake" / "reports" / name / "report.json").read_text())
-        assert report, name
+        assert report[section], name
     interactions = json.loads((tmp_path / "lake" / "reports" / "feature_interactions" / "report.json").read_text())
     assert "approach_velocity" in interactions["candidates"]  # the planted driver is found first
 

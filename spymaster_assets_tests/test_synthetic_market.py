@@ -21,7 +21,8 @@ from spymaster_assets.sources.synthetic import SyntheticSource
 from spymaster_assets.synthetic import SyntheticConfig, generate_session, oracle_auc, read_ground_truth, session_paths
 from spymaster_assets.synthetic.contracts import session_contracts, third_friday
 from spymaster_assets.synthetic.dbn_writer import DbnWriter, empty_records, metadata_bytes
-from spymaster_assets.synthetic.ground_truth import PRECURSORS, ground_truth_frame, roc_auc
+from spymaster_assets.lib.metrics import roc_auc
+from spymaster_assets.synthetic.ground_truth import PRECURSORS, ground_truth_frame
 from spymaster_assets.synthetic.options import build_chain, draw_option_flow
 from spymaster_assets.synthetic.path import simulate_session
 from spymaster_assets.synthetic.regime import session_regime
@@ -343,7 +344,7 @@ def test_oracle_auc_is_clearly_better_than_chance(market):
     gt = read_ground_truth(market, SESSIONS)
     assert oracle_auc(gt) > 0.65
     assert oracle_auc(gt, score="p_break_observable") > 0.65
-    assert roc_auc(np.array([0.1, 0.4, 0.4, 0.8]), np.array([False, False, True, True])) == pytest.approx(0.875)
+    assert roc_auc(np.array([False, False, True, True]), np.array([0.1, 0.4, 0.4, 0.8])) == pytest.approx(0.875)
 
 
 def test_planted_precursors_are_visible_in_the_files(market):

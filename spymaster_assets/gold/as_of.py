@@ -84,29 +84,20 @@ class AsOf:
         return apply_robust_z(vector_matrix(setups, dims), self.stats, dims)
 
     def answer(self, setups: pl.DataFrame) -> list[RetrievalResult | None]:
-        """The outcome distribution of each setup (rows of gold_episodes or `describe_setups`);
-        None where no index of the setup's tier exists yet (no earlier history at all)."""
-        results: list[RetrievalResult | None] = []
-        for tier, rows in _by_tier(setups):
-            index = self.index(tier)
-            z = self.vectors(rows, tier) if index is not None else None
-            for i, row in enumerate(rows.iter_rows(named=True)):
-                if index is None:
-                    results.append(None)
-                    continue
-                key = (row["level_kind"], row["direction"], row["time_bucket"])
-                results.append(retrieve(index, z[i], self.session, key, self.config, session_calendar=self.ages))
-        return results
-
-
-def _by_tier(setups: pl.DataFrame):
-    """Rows grouped by tier, keeping the caller's order within the answer list."""
-    if setups.height == 0:
-        return []
-    tiers = setups["tier"].unique(maintain_order=True).to_list()
-    if len(tiers) != 1:
-        raise ValueError(f"answer() expects setups of one session tier, got {tiers}")
-    return [(tiers[0], setups)]
+        """The outcome distribution of each setup (rows of gold_episodes or `describe_setups`, one
+        session tier); all None when no index of that tier exists yet (no earlier history at all)."""
+        if setups.height == 0:
+            return []
+        tiers = setups["tier"].unique().to_list()
+        if len(tiers) != 1:
+            raise ValueError(f"answer() expects setups of one session tier, got {tiers}")
+        index = self.index(tiers[0])
+        if index is None:
+            return [None] * setups.height
+        z = self.vectors(setups, tiers[0])
+        keys = setups.select("level_kind", "direction", "time_bucket").rows()
+        return [retrieve(index, z[i], self.session, key, self.config, session_calendar=self.ages)
+                for i, key in enumerate(keys)]
 
 
 def setup_at(store: Lake, session: dt.date, clock: dt.time, level_kind: str) -> tuple[pl.DataFrame, dict]:
@@ -128,13 +119,22 @@ def setup_at(store: Lake, session: dt.date, clock: dt.time, level_kind: str) -> 
     return describe_setups(state, anchor, session_window(session).rth_open_ns), row
 
 
-def history_for(store: Lake, session: dt.date, sessions: int = INDEX_LOOKBACK_SESSIONS) -> tuple[pl.DataFrame, list[dt.date]]:
-    """Labelled gold episodes of the trailing sessions strictly before `session` (gap-tolerant)."""
+def history_for(store: Lake, session: dt.date, sessions: int = INDEX_LOOKBACK_SESSIONS,
+                cache: dict[dt.date, pl.DataFrame] | None = None) -> tuple[pl.DataFrame, list[dt.date]]:
+    """Labelled gold episodes of the trailing sessions strictly before `session` (gap-tolerant).
+
+    A range run asks this for consecutive sessions whose windows overlap almost entirely;
+    passing one `cache` dict for the run reads each episodes partition once, not once per day.
+    """
+    cache = {} if cache is None else cache
     present = [day for day in sessions_before(session, sessions) if store.has_partition("gold", "episodes", day)]
-    frames = [store.read("gold", "episodes", day) for day in present]
+    for day in present:
+        if day not in cache:
+            cache[day] = store.read("gold", "episodes", day).filter(pl.col("label").is_not_null())
+    frames = [cache[day] for day in present]
     if not frames:
         return pl.DataFrame(), present
-    return pl.concat(frames, how="vertical_relaxed").filter(pl.col("label").is_not_null()), present
+    return pl.concat(frames, how="vertical_relaxed"), present
 
 
 # State features shown with a query, in the trader's order of attention.

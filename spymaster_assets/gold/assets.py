@@ -3,7 +3,6 @@
 import datetime as dt
 
 import dagster as dg
-import polars as pl
 
 from ..lake import Lake, write_json_atomic
 from ..lib.calendar import session_window
@@ -100,9 +99,10 @@ def normalization_stats(context: dg.AssetExecutionContext, lake: LakeResource, s
     trading sessions strictly before the date; a date with no history gets no_data rows."""
     store = lake.lake()
     run = RangeRun(context)
+    episodes_read: dict = {}
 
     def build(session: dt.date):
-        history, used = history_for(store, session, NORMALIZATION_SESSIONS)
+        history, used = history_for(store, session, NORMALIZATION_SESSIONS, episodes_read)
         stats = fit_robust_z(history, vector_layout())
         meta = stamp(settings, VECTOR_SCHEMA_VERSION) | {
             "fitted_on_sessions": ",".join(day.isoformat() for day in used)}
@@ -134,9 +134,10 @@ def similarity_index(context: dg.AssetExecutionContext, lake: LakeResource, sett
     kind × direction × time bucket with coarser fallbacks; exact below 50 k vectors, HNSW above."""
     store = lake.lake()
     run = RangeRun(context)
+    episodes_read: dict = {}
 
     def build(session: dt.date):
-        history, used = history_for(store, session, INDEX_LOOKBACK_SESSIONS)
+        history, used = history_for(store, session, INDEX_LOOKBACK_SESSIONS, episodes_read)
         stats = store.read("gold", "normalization_stats", session)
         provenance = stamp(settings, VECTOR_SCHEMA_VERSION) | {"as_of": session.isoformat()}
         indices = build_indices(history, stats, provenance=provenance)
@@ -173,8 +174,7 @@ def retrieval_evaluation(context: dg.AssetExecutionContext, lake: LakeResource, 
     predictor, pooled and by level kind and direction, with a reliability table and PNG; on the
     synthetic market also the simulator's oracle AUC on the same episodes."""
     store = lake.lake()
-    sessions = sorted(dt.date.fromisoformat(p.name.removeprefix("date="))
-                      for p in store.table_dir("gold", "similarity_index").glob("date=*"))
+    sessions = [dt.date.fromisoformat(day) for day in store.partitions("gold", "similarity_index")]
     predictions = walk_forward_predictions(store, sessions)
     report = evaluation_report(predictions)
     truth_root = market_data.ground_truth_root()

@@ -42,7 +42,6 @@ nothing: it gets no neighbours, i.e. the base rate with `insufficient_history`.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -51,6 +50,7 @@ import numpy as np
 import polars as pl
 from scipy.special import betaincinv
 
+from .jsonable import jsonable
 from .similarity_index import (
     OUTCOMES,
     FineKey,
@@ -270,7 +270,7 @@ class RetrievalResult:
 
     def to_dict(self) -> dict:
         """JSON-serializable (dates as ISO strings, NaN as None)."""
-        return _jsonable({
+        return jsonable({
             "query_session": self.query_session,
             "query_key": list(self.query_key),
             "probabilities": self.probabilities,
@@ -290,22 +290,6 @@ class RetrievalResult:
             "n_neighbours": self.n_neighbours,
             "neighbours": self.neighbours.to_dicts(),
         })
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (dt.date, dt.datetime, dt.time)):
-        return value.isoformat()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    return value
 
 
 # -- retrieval ----------------------------------------------------------------------------

@@ -34,8 +34,7 @@ HYPOTHESES = {
 
 
 def read_table(store: Lake, layer: str, table: str) -> pl.DataFrame:
-    days = sorted(p.name.removeprefix("date=") for p in store.table_dir(layer, table).glob("date=*"))
-    frames = [store.read(layer, table, day) for day in days]
+    frames = [store.read(layer, table, day) for day in store.partitions(layer, table)]
     return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
 

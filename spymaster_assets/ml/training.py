@@ -45,8 +45,8 @@ class TrainingSet:
 
 def labelled_episodes(store: Lake, before: dt.date | None = None) -> pl.DataFrame:
     """Every labelled gold episode in the lake (of sessions strictly before `before`, if given)."""
-    days = sorted(p.name.removeprefix("date=") for p in store.table_dir("gold", "episodes").glob("date=*"))
-    frames = [store.read("gold", "episodes", day) for day in days if before is None or day < before.isoformat()]
+    frames = [store.read("gold", "episodes", day) for day in store.partitions("gold", "episodes")
+              if before is None or day < before.isoformat()]
     if not frames:
         return pl.DataFrame()
     return pl.concat(frames, how="vertical_relaxed").filter(pl.col("label").is_not_null()).sort("ts_ns")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -39,3 +40,12 @@ class MarketDataSource(Protocol):
     def acquire(self, session: dt.date) -> SessionFiles:
         """Make the session's DBN files available locally (generate, discover or download) and list them."""
         ...
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, streamed in 1 MiB blocks (manifests and resumable downloads record it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -27,7 +27,6 @@ every error message, and never written to logs, the manifest, repr/str or return
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -40,7 +39,7 @@ import numpy as np
 import polars as pl
 
 from ..lib.calendar import et_to_ns, session_window
-from .base import FUTURES, FUTURES_SCHEMAS, OPTIONS, OPTIONS_SCHEMAS, SessionFiles, SourceError
+from .base import FUTURES, FUTURES_SCHEMAS, OPTIONS, OPTIONS_SCHEMAS, SessionFiles, SourceError, file_sha256
 from .dbn_header import DbnFileError, check_dbn_complete, read_dbn_header
 
 DATASET = "GLBX.MDP3"
@@ -290,7 +289,7 @@ class DatabentoSource:
             partial.unlink(missing_ok=True)
             raise
         size = partial.stat().st_size
-        digest = _sha256(partial)
+        digest = file_sha256(partial)
         os.replace(partial, final)
         manifest.record(request, size=size, sha256=digest)
         self._log.info(f"Databento: saved {final} ({size:,} bytes)")
@@ -408,14 +407,6 @@ class _Manifest:
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     """The form a dict takes after a JSON round trip (tuples become lists), for comparisons."""
     return json.loads(json.dumps(params))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _iso(ts_ns: int) -> str:

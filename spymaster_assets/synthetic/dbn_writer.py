@@ -18,6 +18,8 @@ import databento_dbn as dbn
 import numpy as np
 import zstandard as zstd
 
+from ..sources.dbn_header import SymbolInterval
+
 DATASET = "GLBX.MDP3"
 PUBLISHER_GLBX_MDP3 = 1  # GLBX.MDP3.GLBX
 ZSTD_LEVEL = 3
@@ -49,16 +51,9 @@ def empty_records(schema: str, n: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Interval:
-    start_date: dt.date
-    end_date: dt.date
-    symbol: str
-
-
-@dataclass(frozen=True)
 class _Mapping:
     raw_symbol: str
-    intervals: list[_Interval]
+    intervals: list[SymbolInterval]
 
 
 def _utc_date(ns: int) -> dt.date:
@@ -69,7 +64,7 @@ def metadata_bytes(schema: str, start_ns: int, end_ns: int, parent: str, ids_by_
     """DBN v3 metadata of a parent-symbology request (`ES.FUT` / `ES.OPT`) with the session's
     raw symbol → instrument id mappings, dated like Databento's (end date exclusive)."""
     first, last = _utc_date(start_ns), _utc_date(end_ns - 1) + dt.timedelta(days=1)
-    mappings = [_Mapping(sym, [_Interval(first, last, str(iid))]) for sym, iid in sorted(ids_by_symbol.items())]
+    mappings = [_Mapping(sym, [SymbolInterval(first, last, str(iid))]) for sym, iid in sorted(ids_by_symbol.items())]
     meta = dbn.Metadata(
         dataset=DATASET, start=int(start_ns), end=int(end_ns), stype_in=dbn.SType.PARENT, stype_out=dbn.SType.INSTRUMENT_ID,
         schema=SCHEMAS[schema], symbols=[parent], partial=[], not_found=[], mappings=mappings,

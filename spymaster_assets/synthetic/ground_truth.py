@@ -29,8 +29,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
+
+from ..lib.metrics import roc_auc
 
 INTERCEPT = 0.1
 NOISE_SD = 0.5
@@ -153,24 +154,6 @@ def read_ground_truth(root: Path, sessions: list[dt.date] | None = None) -> pl.D
     return pl.concat([pl.read_parquet(p) for p in paths]).sort("touch_ts_event", "level_kind")
 
 
-def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:
-    """Mann–Whitney ROC-AUC with ties counted half (NaN if a class is empty)."""
-    score = np.asarray(score, dtype=np.float64)
-    positive = np.asarray(positive, dtype=bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(score, kind="mergesort")
-    ranks = np.empty(len(score))
-    sorted_scores = score[order]
-    # average ranks over ties
-    starts = np.flatnonzero(np.concatenate(([True], sorted_scores[1:] != sorted_scores[:-1])))
-    ends = np.concatenate((starts[1:], [len(score)]))
-    avg = (starts + ends + 1) / 2.0
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 def oracle_auc(ground_truth: pl.DataFrame, score: str = "p_break", outcome: str = "outcome") -> float:
     """ROC-AUC of `score` against BREAK vs REJECT on planned approaches (CHOPs left out).
 
@@ -179,7 +162,7 @@ def oracle_auc(ground_truth: pl.DataFrame, score: str = "p_break", outcome: str 
     of the observable precursors; `outcome="label_4m"` scores against the pipeline-style
     first-crossing label instead of the drawn outcome."""
     rows = ground_truth.filter(pl.col("planned") & pl.col(outcome).is_in([BREAK, REJECT]) & pl.col(score).is_not_null())
-    return roc_auc(rows[score].to_numpy(), (rows[outcome] == BREAK).to_numpy())
+    return roc_auc((rows[outcome] == BREAK).to_numpy(), rows[score].to_numpy())
 
 
 def match_ground_truth(episodes: pl.DataFrame, ground_truth: pl.DataFrame, tolerance_s: float = 2.0) -> pl.DataFrame:

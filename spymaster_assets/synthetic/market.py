@@ -15,7 +15,6 @@ session whose manifest already records the same config and generator version is 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ import databento_dbn as dbn
 import numpy as np
 
 from ..lib.calendar import NS_PER_S
-from ..sources.base import FUTURES, FUTURES_SCHEMAS, OPTIONS, OPTIONS_SCHEMAS
+from ..sources.base import FUTURES, FUTURES_SCHEMAS, OPTIONS, OPTIONS_SCHEMAS, file_sha256
 from .book import DEPTH, SnapshotEngine, build_book_events, order_counts
 from .config import GENERATOR_NAME, GENERATOR_VERSION, SyntheticConfig
 from .contracts import ES_TICK, assign_instrument_ids
@@ -137,21 +136,13 @@ def _replace_dir(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _manifest(session, config, regime: SessionRegime, sim: SimulatedSession, paths, counts, futures_ids, option_ids, tmp_dir,
               gt_path: Path, gt_frame) -> dict:
     files = []
     for (venue, schema), path in sorted(paths.items()):
         files.append({
             "venue": venue, "schema": schema, "path": str(path.relative_to(tmp_dir)), "bytes": path.stat().st_size,
-            "sha256": _sha256(path), "records": int(counts[(venue, schema)]),
+            "sha256": file_sha256(path), "records": int(counts[(venue, schema)]),
         })
     planned = gt_frame.filter(gt_frame["planned"]) if gt_frame.height else gt_frame
     return {
@@ -169,7 +160,7 @@ def _manifest(session, config, regime: SessionRegime, sim: SimulatedSession, pat
             "planned_lead_share": round(regime.contracts.lead_share, 4),
         },
         "ground_truth": {
-            "path": f"ground_truth/date={session.isoformat()}/{gt_path.name}", "sha256": _sha256(gt_path),
+            "path": f"ground_truth/date={session.isoformat()}/{gt_path.name}", "sha256": file_sha256(gt_path),
             "touches": gt_frame.height, "planned_approaches": planned.height,
         },
     }
