@@ -28,6 +28,27 @@ def session_asset_defaults(group: str) -> dict:
     )
 
 
+RAW_DBN_FILES = dg.AssetKey(["raw", "dbn_files"])
+EPISODES = dg.AssetKey(["gold", "episodes"])
+
+# "As of D" assets (normalization stats, metric, index, model) read a bounded trailing window
+# of sessions strictly before D. Their declared partition lineage is deliberately narrower:
+# - the newest session the window adds (D-1). A lookback mapping over the whole window would
+#   make a UI backfill of one day (the dialog sends partition names, and Dagster derives each
+#   downstream asset's partitions through the mappings) target every later as-of partition
+#   whose window contains it: measured 60 stats + 486 index partitions for one session;
+# - the session's own raw manifest (D): D's as-of artifacts exist for sessions that exist,
+#   and a backfill of D reaches them through this identity edge, so it builds D itself.
+NEWEST_EARLIER_SESSION = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1,
+                                                       allow_nonexistent_upstream_partitions=True)
+
+
+def as_of_deps(*earlier: dg.AssetKey) -> list[dg.AssetDep]:
+    """Dependencies of an as-of-D asset: `earlier` assets through D-1, the raw manifest at D."""
+    return [*(dg.AssetDep(key, partition_mapping=NEWEST_EARLIER_SESSION) for key in earlier or (EPISODES,)),
+            dg.AssetDep(RAW_DBN_FILES)]
+
+
 def stamp(settings: PipelineSettings, schema_version: str) -> dict[str, str]:
     """Parquet key-value metadata carried by every artifact."""
     return {"schema_version": schema_version, "config_hash": settings.config_hash()}
