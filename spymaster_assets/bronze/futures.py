@@ -9,7 +9,15 @@ import polars as pl
 from ..lake import Lake
 from ..lib.calendar import session_window
 from ..lib.dbn_decode import FRAME_SCHEMAS, DbnDecodeError, DecodeStats, decode_frames, instrument_symbols
-from ..lib.front_month import FRONT_MONTH_SCHEMA, NoFrontMonthError, choose_front_month, front_instrument_ids, front_symbol
+from ..lib.front_month import (
+    CHOSEN_BY_ROLL_CALENDAR,
+    FRONT_MONTH_SCHEMA,
+    NoFrontMonthError,
+    choose_front_month,
+    front_instrument_ids,
+    front_symbol,
+    session_volume,
+)
 from ..lib.quality import crossed_book_share, schema_mismatches, timestamp_regressions
 from ..resources import LakeResource, PipelineSettings
 from ..sources.base import FUTURES, SessionFiles
@@ -38,10 +46,10 @@ def futures_symbols(files: SessionFiles) -> dict[int, str]:
     return symbols
 
 
-def rth_volume_by_instrument(files: SessionFiles, session: dt.date, chunk_records: int) -> tuple[pl.DataFrame, str]:
-    """RTH volume per instrument from the finest schema present (trades, else 1-min bars)."""
+def session_volume_by_instrument(files: SessionFiles, session: dt.date, chunk_records: int) -> tuple[pl.DataFrame, str]:
+    """Overnight and RTH volume per instrument over the kept window, from the finest schema present
+    (trades, else 1-min bars): the overnight chooses the front month, RTH measures its dominance."""
     window = session_window(session)
-    rth = (window.rth_open_ns, window.close_ns)
     if files.has(FUTURES, "trades"):
         schema, size = "trades", "size"
     elif files.has(FUTURES, "ohlcv-1m"):
@@ -49,25 +57,31 @@ def rth_volume_by_instrument(files: SessionFiles, session: dt.date, chunk_record
     else:
         raise NoFrontMonthError("the session has neither futures trades nor ohlcv-1m")
     partials = [
-        frame.group_by("instrument_id").agg(pl.col(size).cast(pl.UInt64).sum().alias("volume"))
-        for frame in decode_frames(files.get(FUTURES, schema), schema, ts_range=rth, chunk_records=chunk_records)
+        session_volume(frame, size, rth_open_ns=window.rth_open_ns, close_ns=window.close_ns)
+        for frame in decode_frames(files.get(FUTURES, schema), schema, ts_range=(window.keep_start_ns, window.keep_end_ns),
+                                   chunk_records=chunk_records)
     ]
     if not partials:
+        raise NoFrontMonthError(f"no futures {schema} in the session window (empty session)")
+    volume = pl.concat(partials).group_by("instrument_id").agg(pl.col("overnight_volume", "rth_volume").sum())
+    if not volume["rth_volume"].sum():
+        # an overnight alone (files that end before the open, a truncated file) is not a session
         raise NoFrontMonthError(f"no futures {schema} during RTH (empty session)")
-    volume = pl.concat(partials).group_by("instrument_id").agg(pl.col("volume").sum())
     return volume, schema
 
 
 def write_front_month(store: Lake, settings: PipelineSettings, session: dt.date) -> dict[str, object]:
-    """Choose the session's front month from RTH volume and write the front_month_contract partition."""
+    """Choose the session's front month from its overnight volume and write the front_month_contract partition."""
     files = session_files(store, session)
-    volume, source_schema = rth_volume_by_instrument(files, session, settings.chunk_records)
+    volume, source_schema = session_volume_by_instrument(files, session, settings.chunk_records)
     table = choose_front_month(
-        volume, futures_symbols(files), volume_source=source_schema, min_dominance=settings.min_front_month_dominance
+        volume, futures_symbols(files), session,
+        volume_source=source_schema, min_dominance=settings.min_front_month_dominance,
     )
     store.write_frames("bronze", "front_month_contract", session, [table], FRONT_MONTH_SCHEMA, stamp(settings, BRONZE_SCHEMA_VERSION))
     return {
         "front_month": front_symbol(table),
+        "chosen_by": table["chosen_by"][0],
         "dominance": round(float(table["dominance"][0]), 4),
         "roll_contaminated": bool(table["roll_contaminated"][0]),
         "volume_source": source_schema,
@@ -80,20 +94,26 @@ def write_front_month(store: Lake, settings: PipelineSettings, session: dt.date)
     kinds={"polars", "parquet"},
     check_specs=[
         dg.AssetCheckSpec(FRONT_MONTH_DOMINANCE, asset=FRONT_MONTH_KEY,
-                          description="Front month holds ≥ 60% of outright RTH volume (else the session is roll-contaminated)")
+                          description="The front month chosen before the open holds ≥ 60% of the session's outright RTH "
+                                      "volume (else the session is roll-contaminated)")
     ],
     **session_asset_defaults("bronze"),
 )
 def front_month_contract(
     context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings
 ) -> dg.MaterializeResult:
-    """Per session, the ES outright with the largest RTH volume, its dominance (share of
-    outright RTH volume) and the roll_contaminated flag; one row per outright that traded."""
+    """Per session, the front-month ES outright chosen before the RTH open — the largest volume
+    over the session's overnight (18:00 ET previous evening → 09:30 ET), ties to the nearer
+    expiry, the CME roll calendar when nothing traded overnight — so that no afternoon volume
+    can change a morning value. Its dominance (share of the session's outright RTH volume,
+    reported after the fact) and the roll_contaminated flag (< 0.60); one row per outright
+    that traded, with its overnight and RTH volume and `chosen_by`."""
     store = lake.lake()
     run = RangeRun(context)
     run.run(lambda session: write_front_month(store, settings, session),
             expected=(NoFrontMonthError, DbnDecodeError, FileNotFoundError))
     flagged = {day: s["dominance"] for day, s in run.per_session.items() if s["roll_contaminated"]}
+    by_calendar = sorted(day for day, s in run.per_session.items() if s["chosen_by"] == CHOSEN_BY_ROLL_CALENDAR)
     return dg.MaterializeResult(
         metadata=run.metadata(),
         check_results=[
@@ -103,6 +123,8 @@ def front_month_contract(
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={
                     "roll_contaminated_sessions": dg.MetadataValue.json(flagged),
+                    # no outright traded overnight: chosen by the roll calendar, not by volume
+                    "chosen_by_roll_calendar": dg.MetadataValue.json(by_calendar),
                     "min_dominance": settings.min_front_month_dominance,
                 },
             )
