@@ -97,15 +97,18 @@ def test_t0_direction_and_distance_past_the_level(t0):
     assert first["d_atr_toward"] == pytest.approx((101.5 - LEVEL) / atr_at[first["ts_ns"]])
     assert second["d_atr_toward"] == pytest.approx((102.4 - LEVEL) / atr_at[second["ts_ns"]]) and second["d_atr_toward"] > 0
     # d_atr alone cannot tell the second touch (above a level it approached from below) from a
-    # price sitting above support: the state's side-of-spot dir_sign there is already −1.
+    # price sitting above support; the row's dir_sign keeps the approach side, as its anchor does.
     row = state.filter(pl.col("t_ns") == second["ts_ns"]).row(0, named=True)
-    assert row["dir_sign"] == -1 and row["approach_sign"] == 1.0
+    assert row["d_atr"] > 0 and row["dir_sign"] == 1 and row["approach_sign"] == 1.0
+    # ... so the toward-level kinematics of that row read the approach: (102.4 − 100.0)/10 min
+    # moved *toward* (and through) the level, not away from a level below.
+    assert second["approach_velocity"] == pytest.approx(0.24)
     # The touching bars' highs: 102.0 reaches the level exactly, 102.6 goes 0.6 pt through it.
     assert first["bar_reach_toward_atr"] == pytest.approx(0.0)
     assert second["bar_reach_toward_atr"] == pytest.approx(0.6 / atr_at[second["ts_ns"]])
     # One bar later price is entirely above the band: a touch now would come from above.
     later = state.filter(pl.col("t_ns") == at("10:32:00")).row(0, named=True)
-    assert later["approach_sign"] == -1.0 and later["d_atr_toward"] < 0
+    assert later["dir_sign"] == -1 and later["approach_sign"] == -1.0 and later["d_atr_toward"] < 0
 
 
 # ---------------------------------------------------------------------------------------------- T1
@@ -145,6 +148,25 @@ def test_t1_touch_history_is_measured_at_the_anchor(t1):
     assert second["minutes_since_open"] == pytest.approx(60 + 20 / 60)  # aged to 10:30:20 too
     assert [r["approach_sign"] for r in (first, second)] == [1.0, 1.0]
     assert [r["ev_sign"] for r in (first, second)] == [1, 1]
+
+
+def test_t1_distance_is_signed_by_the_anchors_direction():
+    """The grid row precedes a T1 touch: price below the level at 10:00:00, gaps above the band
+    at 10:00:04 (104.0) and touches it from above at 10:00:06 (102.1) — a DOWN anchor whose row
+    still says UP. The episode's direction and signed distance are the anchor's."""
+    inputs = t1_session()
+    trades = inputs.trades.with_columns(
+        pl.when(pl.col("ts_event") == at("10:00:04")).then(104.0)
+        .when(pl.col("ts_event") == at("10:00:06")).then(102.1)
+        .when(pl.col("ts_event") == at("10:00:10") + S // 2).then(100.0)
+        .otherwise(pl.col("price")).alias("price"))
+    events, state, episodes = silver(SessionInputs(session=SESSION, tier="T1", trades=trades))
+    first = episodes.sort("ts_ns").row(0, named=True)
+    assert (first["ts_ns"], first["direction"], first["state_t_ns"]) == (at("10:00:06"), "DOWN", at("10:00:00"))
+    row = state.filter(pl.col("t_ns") == at("10:00:00")).row(0, named=True)
+    assert row["dir_sign"] == 1 and row["d_atr"] < 0  # at the grid time price was below, coming up
+    assert first["approach_sign"] == -1.0
+    assert first["d_atr_toward"] == pytest.approx(-row["d_atr"])  # below a level tested from above: through it
 
 
 def test_a_window_without_trades_is_encoded_not_missing(t1):

@@ -184,8 +184,9 @@ def describe_setups(state: pl.DataFrame, anchors: pl.DataFrame, rth_open_ns: int
     The context is the anchor's own: the row's touch history counts touches strictly before
     its grid time, so an anchor stamped on the grid (every T0 anchor) is not its own history
     and attempt_index equals the anchor's; running durations are aged to the anchor's time
-    (AGES_WITH_CLOCK). approach_sign / d_atr_toward are the row's (the anchors' own side
-    rule), so a query described from the state and a silver anchor read the same columns.
+    (AGES_WITH_CLOCK). approach_sign and d_atr_toward take the anchor's dir_sign (a query
+    passes the row's, so it reads the state exactly); the row's own dir_sign — the anchors'
+    side rule — equals it at T0 and almost always at T1+.
     """
     schema = {k: v for k, v in episode_schema().items() if k not in LABEL_COLUMNS} | {"episode_id": pl.Utf8}
     if anchors.height == 0 or state.height == 0:
@@ -221,6 +222,13 @@ def describe_setups(state: pl.DataFrame, anchors: pl.DataFrame, rth_open_ns: int
             vector[d.name] = np.full(ev.height, np.nan)
         elif d.section not in ("micro_history", "trajectory"):
             vector[d.name] = _encoded(_at_anchor(state, d.source, rows, elapsed_ns), d.source)
+    # The anchor's own direction signs the distance: the label is measured in it. At T0 it is the
+    # row's dir_sign anyway; at T1+ the row can precede the touch by up to 30 s, in which price
+    # may have crossed the level and come back from the other side.
+    anchor_sign = ev["dir_sign"].cast(pl.Float64).to_numpy()
+    if "approach_sign" in supplied:
+        vector["approach_sign"] = anchor_sign
+        vector["d_atr_toward"] = _encoded(_at_anchor(state, "d_atr", rows, elapsed_ns), "d_atr") * anchor_sign
     window = _window_rows(rows, starts, TRAJECTORY_ROWS)  # (n, 40) row indices, oldest first
     for series in KEY_SERIES:
         if f"micro_{series}_lag0" not in supplied:

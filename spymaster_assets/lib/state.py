@@ -36,7 +36,7 @@ from .features.tape import tape_features, tape_level_features
 from .tiers import tier_rank
 
 NS_PER_S = 1_000_000_000
-STATE_SCHEMA_VERSION = "2"  # 2: touch history strictly before t; approach_sign, d_atr_toward, bar_reach_toward_atr
+STATE_SCHEMA_VERSION = "2"  # 2: touch history strictly before t; dir_sign = approach side; approach_sign, d_atr_toward, bar_reach_toward_atr
 KEY_COLUMNS = ("session", "t_ns", "level_kind", "level_price", "dir_sign", "time_bucket", "tier", "in_approach")
 
 
@@ -168,30 +168,30 @@ def build_state(
     ).with_columns(pl.col("spot").fill_nan(None), pl.col("atr").fill_nan(None))
 
     active = levels_asof(levels, times)
-    queries = (
-        active.join(market, on="t_ns", how="left")
-        .filter(pl.col("spot").is_not_null())
-        .with_columns(side_of_level(pl.col("spot"), pl.col("level_price")).alias("dir_sign"))
-        .sort(["t_ns", "level_kind"])
-    )
     sides = approach_sides(
         path.ts, path.price, levels, atr_known["bar_end_ns"].to_numpy(), atr_known["atr"].to_numpy(),
         (window.rth_open_ns, window.analysis_end_ns), times, config.touch, spot_low=path.low, spot_high=path.high,
+    )
+    # dir_sign is the direction a touch at t would have, by the anchors' own rule (the side of the
+    # last price outside the touch band), so every toward-the-level feature of an anchor's row
+    # reads the anchor's direction — also on a T0 touching bar that closed through the level.
+    # Before price has been outside the band, a touch would come from the side it is on.
+    queries = (
+        active.join(market, on="t_ns", how="left")
+        .filter(pl.col("spot").is_not_null())
+        .join(sides, on=["t_ns", "level_kind"], how="left")
+        .with_columns(
+            pl.when(pl.col("approach_sign").fill_null(0) != 0).then(pl.col("approach_sign"))
+            .otherwise(side_of_level(pl.col("spot"), pl.col("level_price"))).cast(pl.Int8).alias("dir_sign")
+        )
+        .drop("approach_sign")
+        .sort(["t_ns", "level_kind"])
     )
     last_bar = pl.DataFrame({"t_ns": times}).with_columns(
         value_asof(bars.bars_1m, "high", times).alias("last_bar_high"),
         value_asof(bars.bars_1m, "low", times).alias("last_bar_low"),
     )
-    placed = (
-        queries.join(sides, on=["t_ns", "level_kind"], how="left")
-        .join(last_bar, on="t_ns", how="left")
-        .with_columns(
-            # Before price has been outside the band, a touch would come from the side it is on.
-            pl.when(pl.col("approach_sign").fill_null(0) != 0).then(pl.col("approach_sign"))
-            .otherwise(pl.col("dir_sign")).cast(pl.Int8).alias("approach_sign")
-        )
-    )
-    state = _context(placed, events, inputs, window.rth_open_ns, config)
+    state = _context(queries.join(last_bar, on="t_ns", how="left"), events, inputs, window.rth_open_ns, config)
     state = _join(state, _kinematics(inputs, bars, times, queries))
     if inputs.has("T1"):
         state = _join(state, tape_features(inputs.trades, times), on=("t_ns",))
@@ -224,12 +224,13 @@ def _context(queries: pl.DataFrame, events: pl.DataFrame, inputs: SessionInputs,
         )
         .with_columns(
             pl.when(pl.col("atr") > 0).then(pl.col("d") / pl.col("atr")).alias("d_atr"),
+            pl.col("dir_sign").cast(pl.Float64).alias("approach_sign"),
             bar_reach_toward_atr(pl.col("last_bar_high"), pl.col("last_bar_low"), pl.col("level_price"),
-                                 pl.col("approach_sign"), pl.col("atr")).alias("bar_reach_toward_atr"),
+                                 pl.col("dir_sign"), pl.col("atr")).alias("bar_reach_toward_atr"),
         )
         .with_columns(
             pl.col("d_atr").abs().alias("abs_d_atr"),
-            toward_level(pl.col("d_atr"), pl.col("approach_sign")).alias("d_atr_toward"),
+            toward_level(pl.col("d_atr"), pl.col("dir_sign")).alias("d_atr_toward"),
         )
     )
 

@@ -1,17 +1,20 @@
 """Context and physics features of a state row (SPEC §6): where price is, relative to what.
 
 Context: time since the open and its bucket, spot, ATR, the signed distance to the level
-(d = spot − level; d_atr = d / atr), which side price is on (the key dir_sign = +1 below the
-level, i.e. an UP approach into resistance; −1 above), and whether the level is *in
-approach* (|d_atr| ≤ 2 with price moving toward it).
+(d = spot − level; d_atr = d / atr), and whether the level is *in approach* (|d_atr| ≤ 2
+with price moving toward it).
 
 Direction. d_atr alone says where price is, not where it came from: a bar that touched
 resistance from below and closed 0.3 ATR above it has d_atr = +0.3, like a bar that sits
-0.3 ATR above support. approach_sign is the direction an anchor at t would have (+1 UP =
-came from below, −1 DOWN) by the anchors' own rule — the side of the last price outside the
-touch band — and d_atr_toward = d_atr · approach_sign is the distance signed toward the
-level: < 0 = still short of it, > 0 = already through it. bar_reach_toward_atr is how far
-the last completed 1-min bar reached toward (and past) the level, in ATRs.
+0.3 ATR above support. The state's dir_sign (key column; as a vector dimension
+approach_sign) is the direction an anchor at t would have (+1 UP = came from below, −1 DOWN)
+by the anchors' own rule — the side of the last price outside the touch band
+(`events.approach_sides`), or the side price is on before it has left the band — so at an
+anchor's row it equals the anchor's direction and every toward-the-level feature (velocity,
+tape, OFI, defending depth) is signed for that approach. d_atr_toward = d_atr · dir_sign is
+the distance signed toward the level: < 0 = still short of it, > 0 = already through it.
+bar_reach_toward_atr is how far the last completed 1-min bar reached toward (and past) the
+level, in ATRs.
 
 Touch history counts the level's anchors *strictly before* t: an anchor stamped at t (at T0
 the touching bar's close, a grid time) is the touch a query at t is asking about, so it is
@@ -50,7 +53,8 @@ FEATURES = [
     feature("d_atr", "context", "T0", "ATR", "-", "spot minus level in ATRs", True),
     feature("abs_d_atr", "context", "T0", "ATR", "-", "how far price is from the level in ATRs", True),
     feature("approach_sign", "context", "T0", "sign", "session",
-            "side price approaches from: +1 from below (testing resistance), −1 from above (testing support)", True),
+            "side price approaches from (= dir_sign): +1 from below (testing resistance), −1 from above (testing support)",
+            True),
     feature("d_atr_toward", "context", "T0", "ATR", "-",
             "distance in ATRs signed toward the level: < 0 short of it, > 0 already through it", True),
     feature("bar_reach_toward_atr", "context", "T0", "ATR", "1min",
@@ -79,7 +83,8 @@ def time_bucket_expr(minutes: pl.Expr) -> pl.Expr:
 
 
 def side_of_level(spot: pl.Expr, level: pl.Expr) -> pl.Expr:
-    """dir_sign: +1 when price is below the level (an approach would be UP), −1 above.
+    """The side price is on: +1 below the level (an approach would be UP), −1 above — dir_sign
+    until price has been outside the touch band (then the band rule of `approach_sides` decides).
 
     Exactly at the level the approach is still UP: resistance tested from below is the
     convention for ties (any rule works if it is the same in batch and live)."""
