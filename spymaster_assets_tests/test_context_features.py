@@ -21,10 +21,11 @@ from spymaster_assets.lib.episodes import (
     missing_vector_values,
     vector_layout,
 )
+from spymaster_assets.lib.events import TouchConfig
 from spymaster_assets.lib.features import registry
 from spymaster_assets.lib.features.context import NEVER_TOUCHED_S
 from spymaster_assets.lib.state import SessionInputs, StateConfig, build_bars, build_state, find_session_anchors
-from spymaster_assets.lib.events import TouchConfig
+from spymaster_assets.lib.tiers import tier_rank
 
 S = 1_000_000_000
 SESSION = dt.date(2024, 12, 9)
@@ -191,8 +192,6 @@ def test_every_null_silver_writes_is_a_declared_no_event_null(session, request):
     declare `missing` in the registry (a gap in the data would be a bug in this clean session)."""
     _, state, _ = request.getfixturevalue(session)
     tier = state["tier"][0]
-    from spymaster_assets.lib.tiers import tier_rank
-
     undeclared = [f.name for f in registry.all_features()
                   if tier_rank(f.tier) <= tier_rank(tier) and state[f.name].null_count() and not f.nullable]
     assert undeclared == []
