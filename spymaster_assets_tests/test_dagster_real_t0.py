@@ -2,6 +2,7 @@
 
 import dagster as dg
 import duckdb
+import polars as pl
 import pytest
 
 from spymaster_assets.definitions import build_definitions
@@ -79,4 +80,9 @@ def test_real_2013_silver_levels_events_and_labels(fixtures, tmp_path):
         assert state["tier"].unique().to_list() == ["T0"]
         assert state["ofi_60s"].is_null().all() and state["buy_vol_60s"].is_null().all()  # absent tiers are null
         assert state["d"].is_not_null().all()
-        assert ((state["d"] <= 0) == (state["dir_sign"] == 1)).all()  # below (or at) the level → UP
+        # dir_sign is the approach side: below (or at) the level → UP, except on a row whose last
+        # bar traded into the touch band from the other side (it has not left the band yet).
+        beyond = state.filter((state["d"] <= 0) != (state["dir_sign"] == 1))
+        band_pt = pl.max_horizontal(pl.lit(0.25), 0.25 * pl.col("atr"))
+        assert beyond.select((pl.col("bar_reach_toward_atr") * pl.col("atr") >= -band_pt - 1e-9).all()).item()
+        assert (beyond["d_atr_toward"] >= 0).all() and beyond.height < state.height // 10

@@ -24,7 +24,7 @@ from .features import registry
 from .features.context import time_bucket_expr
 from .tiers import tier_rank
 
-VECTOR_SCHEMA_VERSION = "1"
+VECTOR_SCHEMA_VERSION = "2"  # 2: touch history before the anchor; approach_sign, d_atr_toward, bar_reach_toward_atr
 SECTIONS = ("context", "kinematics", "order_flow", "liquidity", "dealer", "micro_history", "trajectory")
 MICRO_ROWS = 5
 TRAJECTORY_ROWS = 40
@@ -53,17 +53,16 @@ FAMILY_SECTION = {
 # the ratio replaced by its bounded twin, and the boolean duplicated by replenish_latency_s.
 EXCLUDED = frozenset({"spot", "d", "abs_d_atr", "replenish_ratio_2min", "replenishing_now"})
 
-# A null in a supplied tier means "no such event yet", not "unknown": each gets the value
-# that says so in the feature's own units.
-MISSING_MEANS = {
-    "time_since_last_touch_s": 3 * 3600.0,  # never touched today: as long ago as the window allows
-    "tape_near_imbalance_toward_60s": 0.0,  # no trades near the level: no imbalance
-    "replenish_share_2min": 0.5,  # no depth changes: neither adding nor pulling
-    "wall_ratio_30min": 1.0,  # no 30-min history yet: depth equals its own average
-    "vacuum_duration_s": 0.0,  # no vacuum
-    "replenish_latency_s": 0.0,  # nothing knocked down, nothing to refill
-    "depletion_age_s": 1800.0,  # no depletion within the 30-min window
-}
+# A null in a supplied tier means "no such event", not "unknown": each feature that can be
+# null declares (registry `missing`) the value that says so in its own units. Nulls of any
+# other feature are gaps in the data and stay NaN, for the NO_NAN_IN_VECTORS check to flag.
+MISSING_MEANS: dict[str, float] = registry.missing_means()
+
+# Durations that run on between the anchor's grid row and the anchor itself: the episode reads
+# them at the anchor (row value + elapsed time, in the feature's unit), so a touch 20 s after
+# the grid time is described at its own time. Exact because no touch of the same level can
+# fall within one grid step (StateConfig enforces debounce ≥ grid step).
+AGES_WITH_CLOCK = {"time_since_last_touch_s": NS_PER_S, "minutes_since_open": MINUTES_NS}
 
 # Heavy-tailed positive durations are compared on a log scale.
 LOG1P = frozenset({"time_since_last_touch_s", "vacuum_duration_s", "replenish_latency_s", "depletion_age_s"})
@@ -153,13 +152,21 @@ def episode_schema() -> dict[str, pl.DataType]:
     return METADATA_SCHEMA | {d.name: pl.Float64 for d in vector_layout()}
 
 
-def _encoded(frame: pl.DataFrame, column: str) -> np.ndarray:
-    """A state column as the vector sees it: missing-means values filled, durations on log scale."""
-    series = frame[column].cast(pl.Float64)
+def _encoded(series: pl.Series, column: str) -> np.ndarray:
+    """Values of a state column as the vector sees them: declared nulls encoded, durations on log scale."""
+    series = series.cast(pl.Float64)
     if column in MISSING_MEANS:
         series = series.fill_null(MISSING_MEANS[column])
-    values = series.to_numpy()
+    values = series.to_numpy().astype(np.float64)
     return np.log1p(np.maximum(values, 0.0)) if column in LOG1P else values
+
+
+def _at_anchor(state: pl.DataFrame, column: str, rows: np.ndarray, elapsed_ns: np.ndarray) -> pl.Series:
+    """A state column at each anchor: its grid row's value, aged to the anchor for running durations."""
+    values = state[column].cast(pl.Float64).gather(rows)
+    if column in AGES_WITH_CLOCK:
+        values = values + pl.Series(elapsed_ns / AGES_WITH_CLOCK[column])
+    return values
 
 
 ANCHOR_COLUMNS = ("event_id", "session", "ts_ns", "level_kind", "level_price", "direction", "dir_sign", "atr")
@@ -173,6 +180,13 @@ def describe_setups(state: pl.DataFrame, anchors: pl.DataFrame, rth_open_ns: int
     09:45) has its first row repeated backwards — edge padding, so a short history reads as
     "flat before it existed" rather than as zeros. An anchor with no state row at or before it
     cannot be described and is dropped (callers report how many).
+
+    The context is the anchor's own: the row's touch history counts touches strictly before
+    its grid time, so an anchor stamped on the grid (every T0 anchor) is not its own history
+    and attempt_index equals the anchor's; running durations are aged to the anchor's time
+    (AGES_WITH_CLOCK). approach_sign and d_atr_toward take the anchor's dir_sign (a query
+    passes the row's, so it reads the state exactly); the row's own dir_sign — the anchors'
+    side rule — equals it at T0 and almost always at T1+.
     """
     schema = {k: v for k, v in episode_schema().items() if k not in LABEL_COLUMNS} | {"episode_id": pl.Utf8}
     if anchors.height == 0 or state.height == 0:
@@ -199,6 +213,7 @@ def describe_setups(state: pl.DataFrame, anchors: pl.DataFrame, rth_open_ns: int
     if ev.height == 0:
         return pl.DataFrame(schema=schema)
     starts = np.array([block_start[k] for k in ev["level_kind"].to_list()], dtype=np.int64)
+    elapsed_ns = ev["ts_ns"].to_numpy() - t_ns[rows]
 
     supplied = {d.name for d in feature_set(tier)}
     vector: dict[str, np.ndarray] = {}
@@ -206,7 +221,14 @@ def describe_setups(state: pl.DataFrame, anchors: pl.DataFrame, rth_open_ns: int
         if d.name not in supplied:
             vector[d.name] = np.full(ev.height, np.nan)
         elif d.section not in ("micro_history", "trajectory"):
-            vector[d.name] = _encoded(state, d.source)[rows]
+            vector[d.name] = _encoded(_at_anchor(state, d.source, rows, elapsed_ns), d.source)
+    # The anchor's own direction signs the distance: the label is measured in it. At T0 it is the
+    # row's dir_sign anyway; at T1+ the row can precede the touch by up to 30 s, in which price
+    # may have crossed the level and come back from the other side.
+    anchor_sign = ev["dir_sign"].cast(pl.Float64).to_numpy()
+    if "approach_sign" in supplied:
+        vector["approach_sign"] = anchor_sign
+        vector["d_atr_toward"] = _encoded(_at_anchor(state, "d_atr", rows, elapsed_ns), "d_atr") * anchor_sign
     window = _window_rows(rows, starts, TRAJECTORY_ROWS)  # (n, 40) row indices, oldest first
     for series in KEY_SERIES:
         if f"micro_{series}_lag0" not in supplied:
@@ -247,11 +269,14 @@ def build_episodes(state: pl.DataFrame, events: pl.DataFrame, labels: pl.DataFra
 
 
 def _forward_filled(state: pl.DataFrame, column: str) -> np.ndarray:
-    """The series within each level's block, gaps carried forward (then the first value back)."""
+    """The series within each level's block, gaps carried forward (then the first value back); a
+    block that never has a value gets the declared no-event value, or stays NaN (a data gap)."""
     filled = state.select(
         pl.col(column).cast(pl.Float64).fill_nan(None).forward_fill().backward_fill().over("level_kind")
     ).to_series()
-    return filled.fill_null(MISSING_MEANS.get(column, 0.0)).to_numpy()
+    if column in MISSING_MEANS:
+        filled = filled.fill_null(MISSING_MEANS[column])
+    return filled.to_numpy().astype(np.float64)
 
 
 def _window_rows(rows: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:

@@ -89,15 +89,60 @@ def find_anchors(
     return pl.DataFrame(rows, schema=EVENT_SCHEMA).sort(["ts_ns", "level_kind"])
 
 
-def _anchors_of_level(session, kind, ts, px, low, high, level, atr, band, config) -> list[dict]:
+def touch_sides(px, low, high, level, band) -> tuple[np.ndarray, np.ndarray]:
+    """(inside, came_from) per print of one level.
+
+    inside: the print (or bar range) reaches the touch band. came_from: the side of the most
+    recent print *outside* the band at or before it (+1 above, −1 below, 0 none yet) — the
+    side an approach comes from, which a print inside the band (even one just past the
+    level) does not change."""
     known = ~np.isnan(level)
-    d = px - level
     inside = known & (low - level <= band) & (level - high <= band)
     outside = known & ~inside
-    # Side of the most recent *outside* print before each print: +1 above, −1 below, 0 none yet.
-    side_now = np.where(outside, np.sign(d), 0.0)
-    last_outside = np.maximum.accumulate(np.where(side_now != 0, np.arange(len(ts)), -1))
+    side_now = np.where(outside, np.sign(px - level), 0.0)
+    last_outside = np.maximum.accumulate(np.where(side_now != 0, np.arange(len(px)), -1))
     came_from = np.where(last_outside >= 0, side_now[np.maximum(last_outside, 0)], 0.0)
+    return inside, came_from
+
+
+def approach_sides(
+    spot_ts: np.ndarray,
+    spot_px: np.ndarray,
+    levels: pl.DataFrame,
+    atr_known_at: np.ndarray,
+    atr_values: np.ndarray,
+    window: tuple[int, int],
+    times: np.ndarray,
+    config: TouchConfig = TouchConfig(),
+    spot_low: np.ndarray | None = None,
+    spot_high: np.ndarray | None = None,
+) -> pl.DataFrame:
+    """t_ns, level_kind, approach_sign at each of `times`: the direction an anchor at t would
+    have (+1 UP = price came from below, −1 DOWN), by exactly the rule `find_anchors` uses —
+    the side of the last print outside the touch band at or before t, over the same window.
+    0 when price has not been outside the band of that level yet (the caller decides)."""
+    in_window = (spot_ts >= window[0]) & (spot_ts <= window[1])
+    ts, px = spot_ts[in_window], spot_px[in_window]
+    low = px if spot_low is None else spot_low[in_window]
+    high = px if spot_high is None else spot_high[in_window]
+    atr = asof_values(ts, atr_known_at, atr_values)
+    band = np.maximum(config.band_floor_pt, config.band_atr_frac * np.nan_to_num(atr, nan=0.0))
+    last_print = np.searchsorted(ts, times, side="right") - 1
+    frames = []
+    for kind, level_rows in levels.sort("known_at_ns").group_by("level_kind", maintain_order=True):
+        level = asof_values(ts, level_rows["known_at_ns"].to_numpy(), level_rows["price"].to_numpy())
+        _, came_from = touch_sides(px, low, high, level, band)
+        # An anchor's direction is the side it came from, the opposite of the side it was on.
+        sign = np.where(last_print >= 0, -came_from[np.maximum(last_print, 0)], 0.0) if len(ts) else np.zeros(len(times))
+        frames.append(pl.DataFrame({"t_ns": np.asarray(times, dtype=np.int64), "level_kind": [kind[0]] * len(times),
+                                    "approach_sign": sign.astype(np.int8)}))
+    if not frames:
+        return pl.DataFrame(schema={"t_ns": pl.Int64, "level_kind": pl.Utf8, "approach_sign": pl.Int8})
+    return pl.concat(frames)
+
+
+def _anchors_of_level(session, kind, ts, px, low, high, level, atr, band, config) -> list[dict]:
+    inside, came_from = touch_sides(px, low, high, level, band)
     prev_inside = np.concatenate(([False], inside[:-1]))
     entries = np.flatnonzero(inside & ~prev_inside & (np.concatenate(([0.0], came_from[:-1])) != 0))
     anchors: list[dict] = []

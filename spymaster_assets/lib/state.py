@@ -15,10 +15,18 @@ import numpy as np
 import polars as pl
 
 from .calendar import session_window
-from .events import EVENT_SCHEMA, TouchConfig, find_anchors
+from .events import EVENT_SCHEMA, TouchConfig, approach_sides, find_anchors
 from .features import registry
-from .features.bars import atr as atr_of, bars_from_ohlcv_1m, bars_from_trades, resample_bars
-from .features.context import APPROACH_D_ATR, grid_times, side_of_level, time_bucket_expr, touch_history
+from .features.bars import atr as atr_of, bars_from_ohlcv_1m, bars_from_trades, resample_bars, value_asof
+from .features.context import (
+    APPROACH_D_ATR,
+    bar_reach_toward_atr,
+    grid_times,
+    side_of_level,
+    time_bucket_expr,
+    touch_history,
+    toward_level,
+)
 from .features.dealer import dealer_features
 from .features.kinematics import approach_features, kinematics, kinematics_toward_level, price_series_from_bars
 from .features.levels import dist_to_other_levels_atr, dynamic_levels, level_stacking, levels_asof, static_levels
@@ -28,7 +36,7 @@ from .features.tape import tape_features, tape_level_features
 from .tiers import tier_rank
 
 NS_PER_S = 1_000_000_000
-STATE_SCHEMA_VERSION = "1"
+STATE_SCHEMA_VERSION = "2"  # 2: touch history strictly before t; dir_sign = approach side; approach_sign, d_atr_toward, bar_reach_toward_atr
 KEY_COLUMNS = ("session", "t_ns", "level_kind", "level_price", "dir_sign", "time_bucket", "tier", "in_approach")
 
 
@@ -68,6 +76,13 @@ class StateConfig:
     grid_step_s: int = 30
     approach_d_atr: float = APPROACH_D_ATR
     touch: TouchConfig = field(default_factory=TouchConfig)
+
+    def __post_init__(self) -> None:
+        # An episode reads the last grid row at or before its anchor and ages the row's
+        # time-since-last-touch by the gap; that is exact only if no other touch of the level
+        # can fall inside one grid step, which the per-level debounce guarantees.
+        if self.touch.debounce_s < self.grid_step_s:
+            raise ValueError(f"touch debounce {self.touch.debounce_s} s is shorter than the grid step {self.grid_step_s} s")
 
 
 def build_bars(inputs: SessionInputs) -> SessionBars:
@@ -153,13 +168,30 @@ def build_state(
     ).with_columns(pl.col("spot").fill_nan(None), pl.col("atr").fill_nan(None))
 
     active = levels_asof(levels, times)
+    sides = approach_sides(
+        path.ts, path.price, levels, atr_known["bar_end_ns"].to_numpy(), atr_known["atr"].to_numpy(),
+        (window.rth_open_ns, window.analysis_end_ns), times, config.touch, spot_low=path.low, spot_high=path.high,
+    )
+    # dir_sign is the direction a touch at t would have, by the anchors' own rule (the side of the
+    # last price outside the touch band), so every toward-the-level feature of an anchor's row
+    # reads the anchor's direction — also on a T0 touching bar that closed through the level.
+    # Before price has been outside the band, a touch would come from the side it is on.
     queries = (
         active.join(market, on="t_ns", how="left")
         .filter(pl.col("spot").is_not_null())
-        .with_columns(side_of_level(pl.col("spot"), pl.col("level_price")).alias("dir_sign"))
+        .join(sides, on=["t_ns", "level_kind"], how="left")
+        .with_columns(
+            pl.when(pl.col("approach_sign").fill_null(0) != 0).then(pl.col("approach_sign"))
+            .otherwise(side_of_level(pl.col("spot"), pl.col("level_price"))).cast(pl.Int8).alias("dir_sign")
+        )
+        .drop("approach_sign")
         .sort(["t_ns", "level_kind"])
     )
-    state = _context(queries, events, inputs, window.rth_open_ns, config)
+    last_bar = pl.DataFrame({"t_ns": times}).with_columns(
+        value_asof(bars.bars_1m, "high", times).alias("last_bar_high"),
+        value_asof(bars.bars_1m, "low", times).alias("last_bar_low"),
+    )
+    state = _context(queries.join(last_bar, on="t_ns", how="left"), events, inputs, window.rth_open_ns, config)
     state = _join(state, _kinematics(inputs, bars, times, queries))
     if inputs.has("T1"):
         state = _join(state, tape_features(inputs.trades, times), on=("t_ns",))
@@ -192,8 +224,14 @@ def _context(queries: pl.DataFrame, events: pl.DataFrame, inputs: SessionInputs,
         )
         .with_columns(
             pl.when(pl.col("atr") > 0).then(pl.col("d") / pl.col("atr")).alias("d_atr"),
+            pl.col("dir_sign").cast(pl.Float64).alias("approach_sign"),
+            bar_reach_toward_atr(pl.col("last_bar_high"), pl.col("last_bar_low"), pl.col("level_price"),
+                                 pl.col("dir_sign"), pl.col("atr")).alias("bar_reach_toward_atr"),
         )
-        .with_columns(pl.col("d_atr").abs().alias("abs_d_atr"))
+        .with_columns(
+            pl.col("d_atr").abs().alias("abs_d_atr"),
+            toward_level(pl.col("d_atr"), pl.col("dir_sign")).alias("d_atr_toward"),
+        )
     )
 
 

@@ -12,7 +12,16 @@ from ..lib.features.bars import BAR_SCHEMA
 from ..lib.features.levels import LEVEL_SCHEMA
 from ..lib.labels import LabelConfig, label_events, label_schema
 from ..lib.quality import schema_mismatches
-from ..lib.state import SessionBars, StateConfig, build_bars, build_levels, build_state, find_session_anchors, state_schema
+from ..lib.state import (
+    STATE_SCHEMA_VERSION,
+    SessionBars,
+    StateConfig,
+    build_bars,
+    build_levels,
+    build_state,
+    find_session_anchors,
+    state_schema,
+)
 from ..partitioned import RangeRun, session_asset_defaults, stamp
 from ..resources import LakeResource, PipelineSettings
 from .checks import atr_plausibility, label_share_check, levels_ordered, state_nan_check
@@ -160,7 +169,7 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource, setting
         dg.AssetCheckSpec(SCHEMA_MATCHES, asset=key("state"), blocking=True,
                           description="Columns are the registry's features in registry order"),
     ],
-    code_version="state-1",
+    code_version=f"state-{STATE_SCHEMA_VERSION}",
     **SILVER,
 )
 def silver_state(context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings) -> dg.MaterializeResult:
@@ -174,7 +183,7 @@ def silver_state(context: dg.AssetExecutionContext, lake: LakeResource, settings
         inputs = load_session_inputs(store, session)
         bars = read_bars(store, session)
         state = build_state(inputs, bars, store.read("silver", "levels", session), store.read("silver", "events", session))
-        store.write_frames("silver", "state", session, [state], state_schema(), stamp(settings, SILVER_SCHEMA_VERSION))
+        store.write_frames("silver", "state", session, [state], state_schema(), stamp(settings, STATE_SCHEMA_VERSION))
         return {"rows": state.height, "tier": inputs.tier, "in_approach_rows": int(state["in_approach"].sum())}
 
     run.run(build, expected=EXPECTED)

@@ -59,7 +59,7 @@ import numpy as np
 import polars as pl
 
 from . import black76
-from .registry import feature
+from .registry import Missing, feature
 
 NS_PER_S = 1_000_000_000
 NS_PER_YEAR = 365 * 86_400 * NS_PER_S
@@ -118,7 +118,8 @@ FEATURES = [
     feature("gex_calls_band_2", "dealer", "T3", "USD/1%", "-", "dealer gamma in calls within ±2 strikes of the level", True),
     feature("gex_puts_band_2", "dealer", "T3", "USD/1%", "-", "dealer gamma in puts within ±2 strikes of the level", True),
     feature("gex_asymmetry", "dealer", "T3", "ratio", "-",
-            "dealer gamma just above vs just below the level (±3 strikes), −1…+1", True),
+            "dealer gamma just above vs just below the level (±3 strikes), −1…+1", True,
+            missing=Missing("no dealer gamma within ±3 strikes on either side of the level: no skew", 0.0)),
     feature("net_gex", "dealer", "T3", "USD/1%", "-", "total dealer gamma across all strikes (market-wide regime)"),
     *[
         feature(f"tide_{side}_{_window_name(w)}", "dealer", "T3", "USD", _window_name(w),

@@ -29,13 +29,14 @@ import polars as pl
 
 from ..calendar import SessionWindow, previous_session, session_window
 from .bars import trailing_mean
-from .registry import feature
+from .registry import Missing, feature
 
 LEVEL_SCHEMA: dict[str, pl.DataType] = {"level_kind": pl.Utf8, "price": pl.Float64, "known_at_ns": pl.Int64}
 LEVELS_AT_SCHEMA: dict[str, pl.DataType] = {"t_ns": pl.Int64, "level_kind": pl.Utf8, "level_price": pl.Float64}
 STATIC_KINDS = ("PM_HIGH", "PM_LOW", "OR_HIGH", "OR_LOW")
 DYNAMIC_KINDS = ("SMA_90", "EMA_20")
 STACKING_BANDS_PT = (2, 5, 10)
+NO_OTHER_LEVEL_ATR = 10.0  # no other active level: farther than any confluence that matters
 
 FEATURES = [
     *[
@@ -44,7 +45,8 @@ FEATURES = [
         for b in STACKING_BANDS_PT
     ],
     feature("dist_to_other_levels_atr", "context", "T0", "ATR", "-",
-            "distance from this level to the nearest other active level, in ATRs", True),
+            "distance from this level to the nearest other active level, in ATRs", True,
+            missing=Missing("no other level is active: far from any confluence", NO_OTHER_LEVEL_ATR)),
 ]
 
 

@@ -57,7 +57,7 @@ from .asof import (
     query_arrays,
     query_frame,
 )
-from .registry import FeatureDef, feature
+from .registry import FeatureDef, Missing, feature
 
 DEFAULT_BAND_PT = 2.0
 DEFAULT_CHANGE_WINDOWS_S: tuple[int, ...] = (60, 120, 180, 300)
@@ -346,6 +346,8 @@ FEATURES: list[FeatureDef] = [
         "2min",
         "size added / size removed on the defending side over the last 2 min (1-s samples)",
         level_relative=True,
+        # Unbounded with nothing removed; the vector uses its bounded twin replenish_share_2min.
+        missing=Missing("no defending size was removed in the last 2 min", None),
     ),
     feature(
         "replenish_share_2min",
@@ -355,6 +357,7 @@ FEATURES: list[FeatureDef] = [
         "2min",
         "share of defending-depth changes that were additions over the last 2 min",
         level_relative=True,
+        missing=Missing("the defending depth did not change in the last 2 min: neither adding nor pulling", 0.5),
     ),
     feature(
         "wall_ratio_30min",
@@ -364,6 +367,7 @@ FEATURES: list[FeatureDef] = [
         "30min",
         "defending depth now vs its average over the last 30 min (>1 = a wall, <1 = thin)",
         level_relative=True,
+        missing=Missing("no defending depth in the last 30 min to compare with: depth equals its own average", 1.0),
     ),
     feature(
         "vacuum_duration_s",
@@ -373,6 +377,7 @@ FEATURES: list[FeatureDef] = [
         "30min",
         "how long the defending depth has stayed below a quarter of its 30-min average (0 = no vacuum)",
         level_relative=True,
+        missing=Missing("no 30-min average depth to fall below: no vacuum", 0.0),
     ),
     feature(
         "replenish_latency_s",
@@ -382,6 +387,7 @@ FEATURES: list[FeatureDef] = [
         "30min",
         "time the defending side took (or has taken so far) to refill to 80 % after its last ≥50 % drop",
         level_relative=True,
+        missing=Missing("nothing was knocked down in the last 30 min: nothing to refill", 0.0),
     ),
     feature(
         "depletion_age_s",
@@ -391,6 +397,7 @@ FEATURES: list[FeatureDef] = [
         "30min",
         "seconds since the defending side last lost ≥50 % of its size within 10 s",
         level_relative=True,
+        missing=Missing("no depletion within the 30-min look-back: at least that long ago", 1800.0),
     ),
     feature(
         "replenishing_now",

@@ -1,8 +1,18 @@
-"""One registry of every state-table feature: name, family, tier, unit, window, meaning.
+"""One registry of every state-table feature: name, family, tier, unit, window, meaning, and
+when (if ever) its value is legitimately null.
 
 Each feature-family module declares its `FEATURES` list with `feature(...)`; this module
 collects them. Vectors, normalization and trader-facing names (later layers) all read
 this registry, so a column is described exactly once.
+
+Nulls. A feature of a tier the session has is null only for one of two reasons:
+- *no such event* — e.g. no aggressive volume in the window, so no imbalance; no earlier
+  touch, so no "time since". That is information, not a gap: the feature declares
+  `missing=Missing(when, means)`, and the episode vector encodes the null as `means`, the
+  value that says so in the feature's own units (0 imbalance, a long time ago, …);
+- *not enough data* — a buffer shorter than the window, an unknown book or ATR. That is bad
+  input: it is not declared, stays null, and the blocking NO_NAN_IN_VECTORS check flags the
+  partition instead of inventing a value.
 """
 
 from __future__ import annotations
@@ -15,6 +25,14 @@ FAMILIES = ("context", "kinematics", "approach", "tape", "order_flow", "liquidit
 
 
 @dataclass(frozen=True)
+class Missing:
+    """Why a feature may be null although its tier is present, and what that null means."""
+
+    when: str  # the no-such-event condition, in a trader's words
+    means: float | None  # the encoding in the episode vector (None only for features kept out of it)
+
+
+@dataclass(frozen=True)
 class FeatureDef:
     name: str
     family: str
@@ -23,6 +41,11 @@ class FeatureDef:
     window: str  # e.g. "60s", "5min", "-" for instantaneous
     meaning: str  # one line, in a trader's words
     level_relative: bool = False  # depends on the level (distance, defending side, toward-level sign)
+    missing: Missing | None = None  # None: never null while its tier is present and the data cover the window
+
+    @property
+    def nullable(self) -> bool:
+        return self.missing is not None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -31,8 +54,13 @@ class FeatureDef:
             raise ValueError(f"{self.name}: unknown tier {self.tier!r}")
 
 
-def feature(name, family, tier, unit, window, meaning, level_relative=False) -> FeatureDef:
-    return FeatureDef(name, family, tier, unit, window, meaning, level_relative)
+def feature(name, family, tier, unit, window, meaning, level_relative=False, missing: Missing | None = None) -> FeatureDef:
+    return FeatureDef(name, family, tier, unit, window, meaning, level_relative, missing)
+
+
+def missing_means() -> dict[str, float]:
+    """The vector encoding of every feature that declares a legitimate null (and has one)."""
+    return {f.name: f.missing.means for f in all_features() if f.missing is not None and f.missing.means is not None}
 
 
 def all_features() -> list[FeatureDef]:
@@ -52,6 +80,9 @@ def all_features() -> list[FeatureDef]:
 DRIVER_NAMES_EXACT = {"spot": "price", "d": "distance to the level", "atr": "volatility regime"}
 DRIVER_NAMES: tuple[tuple[str, str], ...] = (
     ("minutes_since_open", "time of day"),
+    ("d_atr_toward", "how far through the level"),
+    ("approach_sign", "side of the approach"),
+    ("bar_reach_toward", "last bar's reach through the level"),
     ("d_atr", "distance to the level"),
     ("abs_d_atr", "distance to the level"),
     ("attempt_index", "attempt number"),

@@ -45,7 +45,7 @@ from .asof import (
     window_count,
     window_sum,
 )
-from .registry import FeatureDef, feature
+from .registry import FeatureDef, Missing, feature
 
 DEFAULT_WINDOWS_S: tuple[int, ...] = (30, 60, 120)
 DEFAULT_VELOCITY_WINDOW_S = 60
@@ -245,6 +245,12 @@ def tape_level_features(
     )
 
 
+# Quiet tape is information: no aggressive volume → no imbalance; fewer than 3 prints (or all
+# at one instant) → no measurable slope, and the step price did not move.
+NO_AGGRESSION = Missing("no buyer- or seller-initiated volume in the window: no imbalance", 0.0)
+TOO_FEW_PRINTS = Missing(f"fewer than {MIN_VELOCITY_TRADES} prints (or all at one instant) in the window: price flat", 0.0)
+
+
 def _window_defs() -> list[FeatureDef]:
     defs = []
     for w in DEFAULT_WINDOWS_S:
@@ -258,6 +264,7 @@ def _window_defs() -> list[FeatureDef]:
                 "ratio [-1,1]",
                 f"{w}s",
                 f"(buy − sell)/(buy + sell) volume over the last {w} s (+ = buyers lifting offers)",
+                missing=NO_AGGRESSION,
             ),
         ]
     return defs
@@ -265,7 +272,8 @@ def _window_defs() -> list[FeatureDef]:
 
 FEATURES: list[FeatureDef] = [
     *_window_defs(),
-    feature("trade_velocity_60s", "tape", "T1", "pt/s", "60s", "least-squares slope of trade prices over the last 60 s"),
+    feature("trade_velocity_60s", "tape", "T1", "pt/s", "60s", "least-squares slope of trade prices over the last 60 s",
+            missing=TOO_FEW_PRINTS),
     feature("sweep_count_60s", "tape", "T1", "count", "60s", "aggressive sweeps (≥3 prices in <100 ms) in the last 60 s"),
     feature("sweep_buy_count_60s", "tape", "T1", "count", "60s", "buy sweeps (lifting ≥3 offers in <100 ms) in the last 60 s"),
     feature("sweep_sell_count_60s", "tape", "T1", "count", "60s", "sell sweeps (hitting ≥3 bids in <100 ms) in the last 60 s"),
@@ -295,6 +303,7 @@ FEATURES: list[FeatureDef] = [
         "60s",
         "aggressor imbalance of trades within 2 pt of the level, + = pushing toward the level",
         level_relative=True,
+        missing=Missing("no aggressive volume traded within 2 pt of the level in the window: no imbalance", 0.0),
     ),
     feature(
         "trade_velocity_toward_60s",
@@ -304,6 +313,7 @@ FEATURES: list[FeatureDef] = [
         "60s",
         "trade-price slope over the last 60 s, + = moving toward the level",
         level_relative=True,
+        missing=TOO_FEW_PRINTS,
     ),
     feature(
         "sweep_toward_count_60s",
