@@ -3,20 +3,24 @@
 One partition, under its table directory:
 
     date=D                      symlink -> .versions/D/<current>: the pointer every reader resolves
-    .versions/D/v-<id>/         an immutable published version (part-0.parquet, or FAISS files)
+    .versions/D/v-<id>/         an immutable published version: part-<id>.parquet, or FAISS files
     .versions/D/q-<id>/         a quarantine tombstone: QUARANTINED.json and no data
     .versions/D/.tmp-<writer>/  a writer's staging directory (pid, process start, host in the name)
     .versions/D/.lock           flock that serializes pointer swaps and cleanup of this partition
 
 A writer fills its own staging directory, renames it to a fresh version and swaps the pointer
-with one `os.replace` of a symlink. So readers — this class, and DuckDB / Polars / dbt globs over
-`date=*/part-0.parquet`, which follow the symlink — see the old version or the new one, never none
-and never half; a crash at any step leaves the old or the new version; concurrent writers each
-publish a complete version and the last swap wins. A superseded version stays for a grace period
-(a reader may have resolved it just before the swap); staging directories of dead writers and
-expired versions are removed by `cleanup`, which every write runs on its table first.
-Writer settings are fixed so that re-running a partition on the same input gives byte-identical
-files.
+with one `os.replace` of a symlink. So readers see the old version or the new one, never none and
+never half; a crash at any step leaves the old or the new version; concurrent writers each
+publish a complete version and the last swap wins. This class resolves the pointer once per read
+and then reads the immutable version. Globs (`date=*/part-*.parquet`: DuckDB views, dbt sources,
+notebooks) follow the symlink to exactly the current versions; the data file is named after its
+version because DuckDB reads a file's footer and later reopens it by path — a query racing a swap
+then fails with "no such file" instead of mixing one version's footer with another's pages.
+
+A superseded version stays for a grace period (a reader may have resolved it just before the
+swap); staging directories of dead writers and expired versions are removed by `cleanup`, which
+writes also run (see `_tidy_before_write`). Writer settings are fixed so that re-running a
+partition on the same input gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ import pyarrow.parquet as pq
 
 from .lib.jsonable import jsonable
 
-PART_FILE = "part-0.parquet"
+PART_GLOB = "part-*.parquet"  # the data file of a partition, as globs over the lake match it
+LEGACY_PART_FILE = "part-0.parquet"  # its name before partitions were versioned
 ZSTD_LEVEL = 3
 ROW_GROUP_ROWS = 1_000_000
 
@@ -53,15 +58,19 @@ LOCK_FILE = ".lock"
 QUARANTINE_FILE = "QUARANTINED.json"
 VERSION_PREFIX, TOMBSTONE_PREFIX = "v-", "q-"
 STAGING_PREFIX, DOOMED_PREFIX, LINK_PREFIX = ".tmp-", ".del-", ".link-"
-# A reader resolves the pointer once per read/scan and finishes within minutes; a superseded
-# version is kept this long after the swap so such a reader never loses its files.
-SUPERSEDED_GRACE_SECONDS = 600.0
+# A reader resolves the pointer once per read/scan (a LazyFrame from `scan` keeps that version's
+# path until it is collected); a superseded version is kept this long after the swap so such a
+# reader never loses its file. Generous: an MBP-10 session scan can take many minutes.
+SUPERSEDED_GRACE_SECONDS = 3600.0
 # Staging whose writer cannot be checked (written on another host, or by the pre-versioning
 # layout) is removed only when nothing has touched it for this long.
 STALE_STAGING_SECONDS = 6 * 3600.0
 # Fault injection for the crash tests: the writer SIGKILLs itself at the named step.
 CRASH_AT_ENV = "SPYMASTER_LAKE_CRASH_AT"
 HOST = socket.gethostname()
+# Tables this process has swept once (keyed with the pid: a forked child sweeps again).
+_SWEPT_TABLES: set[tuple[Path, int]] = set()
+_SWEPT_LOCK = threading.Lock()
 
 
 class QuarantinedPartition(FileNotFoundError):
@@ -88,7 +97,10 @@ class Lake:
         return current if current is not None and not _is_tombstone(current) else pointer
 
     def partition_file(self, layer: str, table: str, session: dt.date | str) -> Path:
-        return self.partition_dir(layer, table, session) / PART_FILE
+        """The current version's data file (a path that stays valid while that version lives)."""
+        pointer = self._pointer(layer, table, session)
+        current = _target(pointer)
+        return _data_file(current) if current is not None and not _is_tombstone(current) else pointer / LEGACY_PART_FILE
 
     def partitions(self, layer: str, table: str) -> list[str]:
         """Session keys (YYYY-MM-DD) of the table's readable partitions (quarantined ones left out), oldest first."""
@@ -120,7 +132,7 @@ class Lake:
             if metadata:
                 arrow_schema = arrow_schema.with_metadata({k: str(v) for k, v in sorted(metadata.items())})
             with pq.ParquetWriter(
-                staging / PART_FILE,
+                staging / _data_file_name(_staging_id(staging)),
                 arrow_schema,
                 compression="zstd",
                 compression_level=ZSTD_LEVEL,
@@ -135,21 +147,22 @@ class Lake:
                     table_ = frame.select(list(schema)).cast(schema).to_arrow()
                     writer.write_table(table_.cast(arrow_schema), row_group_size=ROW_GROUP_ROWS)
                     rows += frame.height
-            self.publish_dir(staging, layer, table, session)
+            version = self.publish_dir(staging, layer, table, session)
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # gone already when published
-        return WriteResult(path=self._pointer(layer, table, session) / PART_FILE, rows=rows)
+        return WriteResult(path=self._pointer(layer, table, session) / _data_file(version).name, rows=rows)
 
     def write_frame(self, layer, table, session, frame: pl.DataFrame, metadata=None) -> WriteResult:
         return self.write_frames(layer, table, session, [frame], dict(frame.schema), metadata)
 
     def staging_dir(self, layer: str, table: str, session: dt.date | str) -> Path:
         """A fresh private directory for the partition's next version (any files, e.g. FAISS
-        indices); `publish_dir` makes it current atomically. Cleans the table's leftovers first."""
-        self.cleanup(layer, table)
+        indices); `publish_dir` makes it current atomically. Cleans leftovers first (`_tidy_before_write`)."""
+        self._tidy_before_write(layer, table, session)
         versions = self._versions(layer, table, session)
         versions.mkdir(parents=True, exist_ok=True)
-        staging = versions / f"{STAGING_PREFIX}{os.getpid()}-{_process_start(os.getpid())}-{uuid.uuid4().hex}-{HOST}"
+        version_id = f"{time.time_ns():020d}_{uuid.uuid4().hex[:8]}"
+        staging = versions / f"{STAGING_PREFIX}{os.getpid()}-{_process_start(os.getpid())}-{version_id}-{HOST}"
         staging.mkdir()
         return staging
 
@@ -219,6 +232,20 @@ class Lake:
 
     # --- internals --------------------------------------------------------------------------
 
+    def _tidy_before_write(self, layer: str, table: str, session: dt.date | str) -> None:
+        """Every write cleans its own partition; a process's first write to a table sweeps the whole
+        table (leftovers of writers that died before this process started). Sweeping on every write
+        would cost a directory listing per partition of the table, each time."""
+        table_key = (self.table_dir(layer, table).absolute(), os.getpid())
+        with _SWEPT_LOCK:
+            first_write = table_key not in _SWEPT_TABLES
+            _SWEPT_TABLES.add(table_key)
+        if first_write:
+            self.cleanup(layer, table)
+        else:
+            _clean_partition(self._pointer(layer, table, session), self._versions(layer, table, session),
+                             SUPERSEDED_GRACE_SECONDS, STALE_STAGING_SECONDS)
+
     def _pointer(self, layer: str, table: str, session: dt.date | str) -> Path:
         return self.table_dir(layer, table) / f"date={_key(session)}"
 
@@ -231,27 +258,29 @@ class Lake:
         if current is not None and _is_tombstone(current):
             reason = _tombstone_reason(current)
             raise QuarantinedPartition(f"{layer}/{table} partition {_key(session)} is quarantined: {reason}", reason)
-        if current is None or not (current / PART_FILE).exists():
-            raise FileNotFoundError(f"{layer}/{table} has no partition {_key(session)} ({pointer / PART_FILE})")
-        return current / PART_FILE
+        if current is None or not _data_file(current).exists():
+            raise FileNotFoundError(f"{layer}/{table} has no partition {_key(session)} ({pointer})")
+        return _data_file(current)
 
     def _publish(self, staging: Path, layer: str, table: str, session: dt.date | str, prefix: str) -> Path:
         versions = self._versions(layer, table, session)
         if staging.parent != versions or not staging.name.startswith(STAGING_PREFIX):
             raise ValueError(f"{staging} is not a staging directory of {layer}/{table} {_key(session)}")
-        _fsync_tree(staging)
         pointer = self._pointer(layer, table, session)
-        with _partition_lock(versions):
-            version = versions / f"{prefix}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-            staging.rename(version)
-            try:
+        version = versions / f"{prefix}{_staging_id(staging)}"
+        try:
+            _fsync_tree(staging)
+            with _partition_lock(versions):
+                staging.rename(version)
+                _fsync_dir(versions)
                 _crash_point("before_swap")
                 _swap_pointer(pointer, version)
-            except BaseException:
-                if _target(pointer) != version:
-                    shutil.rmtree(version, ignore_errors=True)
-                raise
-            _crash_point("after_swap")
+                _crash_point("after_swap")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if _target(pointer) != version:
+                shutil.rmtree(version, ignore_errors=True)
+            raise
         return version
 
 
@@ -276,8 +305,27 @@ def _target(pointer: Path) -> Path | None:
         return pointer if pointer.is_dir() else None
 
 
-def _is_tombstone(version: Path) -> bool:
-    return version.name.startswith(TOMBSTONE_PREFIX)
+def _data_file_name(version_id: str) -> str:
+    return f"part-{version_id}.parquet"
+
+
+def _data_file(current: Path) -> Path:
+    """The Parquet file of a version, or of a partition that is a plain directory (the
+    pre-versioning layout, or a lake copied without preserving symlinks)."""
+    if current.name.startswith(VERSION_PREFIX):
+        return current / _data_file_name(current.name.removeprefix(VERSION_PREFIX))
+    return next(iter(sorted(current.glob(PART_GLOB))), current / LEGACY_PART_FILE)
+
+
+def _staging_id(staging: Path) -> str:
+    """The version id a staging directory will be published under (chosen when it is made)."""
+    return staging.name.removeprefix(STAGING_PREFIX).split("-", 3)[2]
+
+
+def _is_tombstone(current: Path) -> bool:
+    if current.name.startswith(TOMBSTONE_PREFIX):
+        return True
+    return not current.name.startswith(VERSION_PREFIX) and (current / QUARANTINE_FILE).exists()  # a copied tombstone
 
 
 def _readable(current: Path | None) -> bool:
@@ -304,7 +352,7 @@ def _swap_pointer(pointer: Path, version: Path) -> None:
             # A directory of the pre-versioning layout: a symlink cannot be renamed over it, so the
             # two are exchanged atomically and the old directory is kept as a superseded version.
             _exchange(link, pointer)
-            retired = version.parent / f"{VERSION_PREFIX}{time.time_ns():020d}-legacy"
+            retired = version.parent / f"{VERSION_PREFIX}{time.time_ns():020d}_legacy"
             link.rename(retired)
             os.utime(retired)
         else:

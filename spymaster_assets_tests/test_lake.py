@@ -1,6 +1,7 @@
 import datetime as dt
 import hashlib
 import os
+import re
 
 import duckdb
 import polars as pl
@@ -26,7 +27,8 @@ def stored(table_dir) -> list[str]:
     names = []
     for path in sorted(table_dir.rglob("*")):
         relative = path.relative_to(table_dir).as_posix()
-        parts = [part if not part.startswith(("v-", "q-")) else part[:2] + "*" for part in relative.split("/")]
+        parts = [part[:2] + "*" if part.startswith(("v-", "q-")) else re.sub(r"^part-.+\.parquet$", "part-*.parquet", part)
+                 for part in relative.split("/")]
         if parts[-1] != ".lock":
             names.append("/".join(parts) + ("@" if path.is_symlink() else ""))
     return names
@@ -36,7 +38,8 @@ def test_write_is_streamed_typed_and_stamped(tmp_path):
     lake = Lake(tmp_path)
     result = lake.write_frames("bronze", "t", "2024-12-09", frames(), SCHEMA, {"schema_version": "1"})
     assert result.rows == 3
-    assert result.path == tmp_path / "bronze" / "t" / "date=2024-12-09" / "part-0.parquet"
+    assert result.path.parent == tmp_path / "bronze" / "t" / "date=2024-12-09"
+    assert result.path.name == lake.partition_file("bronze", "t", "2024-12-09").name and result.path.exists()
     assert lake.read("bronze", "t", "2024-12-09")["price"].to_list() == [1.0, 2.0, 3.0]
     assert lake.file_metadata("bronze", "t", "2024-12-09")["schema_version"] == "1"
 
@@ -68,7 +71,7 @@ def test_failure_mid_stream_leaves_the_previous_partition_untouched(tmp_path):
         lake.write_frames("bronze", "t", "2024-12-09", exploding(), SCHEMA)
     assert digest(good) == before
     assert stored(tmp_path / "bronze" / "t") == [
-        ".versions", ".versions/2024-12-09", ".versions/2024-12-09/v-*", ".versions/2024-12-09/v-*/part-0.parquet",
+        ".versions", ".versions/2024-12-09", ".versions/2024-12-09/v-*", ".versions/2024-12-09/v-*/part-*.parquet",
         "date=2024-12-09@"]
 
 
@@ -127,9 +130,10 @@ def test_a_partition_is_a_pointer_to_its_current_version(tmp_path):
     second = lake.partition_dir("bronze", "t", "2024-12-09")
     assert first != second and first.parent == second.parent == tmp_path / "bronze" / "t" / ".versions" / "2024-12-09"
     # The superseded version stays readable (a reader may hold it) until its grace period ends.
-    assert pl.read_parquet(first / "part-0.parquet")["price"].to_list() == [1.0, 2.0, 3.0]
+    old_file = first / f"part-{first.name.removeprefix('v-')}.parquet"
+    assert pl.read_parquet(old_file)["price"].to_list() == [1.0, 2.0, 3.0]
     assert lake.read("bronze", "t", "2024-12-09")["price"].to_list() == [7.0]
-    assert lake.partition_file("bronze", "t", "2024-12-09") == second / "part-0.parquet"
+    assert lake.partition_file("bronze", "t", "2024-12-09") == second / f"part-{second.name.removeprefix('v-')}.parquet"
     assert lake.cleanup() == []  # within the grace period nothing goes
     assert lake.cleanup(grace_seconds=0) == [first]
     assert lake.read("bronze", "t", "2024-12-09")["price"].to_list() == [7.0]
@@ -141,7 +145,7 @@ def test_duckdb_and_polars_globs_read_exactly_the_current_versions(tmp_path):
     lake.write_frame("bronze", "t", "2024-12-09", pl.DataFrame({"ts_event": [7], "price": [7.0]}))
     lake.write_frame("bronze", "t", "2024-12-10", pl.DataFrame({"ts_event": [8], "price": [8.0]}))
     lake.quarantine("bronze", "t", "2024-12-11", "feed gap")
-    glob = (tmp_path / "bronze" / "t" / "date=*" / "part-0.parquet").as_posix()
+    glob = (tmp_path / "bronze" / "t" / "date=*" / "part-*.parquet").as_posix()
     rows = duckdb.sql(f"SELECT date, price FROM read_parquet('{glob}', hive_partitioning = true) ORDER BY date").fetchall()
     assert rows == [(dt.date(2024, 12, 9), 7.0), (dt.date(2024, 12, 10), 8.0)]
     assert pl.read_parquet(glob, hive_partitioning=True)["price"].sort().to_list() == [7.0, 8.0]
@@ -168,9 +172,9 @@ def test_a_partition_of_the_pre_versioning_layout_is_read_and_replaced_without_a
     assert lake.partitions("bronze", "t") == ["2024-12-09"] and lake.read("bronze", "t", "2024-12-09").height == 1
     lake.write_frames("bronze", "t", "2024-12-09", frames(), SCHEMA)
     assert legacy.is_symlink() and lake.read("bronze", "t", "2024-12-09").height == 3
-    assert lake.cleanup(grace_seconds=0)[0].name.endswith("-legacy")
+    assert lake.cleanup(grace_seconds=0)[0].name.endswith("_legacy")
     assert stored(tmp_path / "bronze" / "t") == [
-        ".versions", ".versions/2024-12-09", ".versions/2024-12-09/v-*", ".versions/2024-12-09/v-*/part-0.parquet",
+        ".versions", ".versions/2024-12-09", ".versions/2024-12-09/v-*", ".versions/2024-12-09/v-*/part-*.parquet",
         "date=2024-12-09@"]
 
 
@@ -239,3 +243,23 @@ def test_the_quarantine_mark_survives_a_new_process(tmp_path):
     # The mark is a published version: no staging or link is left behind.
     assert [name for name in stored(tmp_path / "bronze" / "t") if ".tmp-" in name or ".link-" in name] == []
     assert os.readlink(tmp_path / "bronze" / "t" / "date=2024-12-09").startswith(".versions/2024-12-09/q-")
+
+
+def test_a_lake_copied_without_its_symlinks_still_reads(tmp_path):
+    """`cp -r` / `shutil.copytree` turn each pointer into a plain directory holding the current version."""
+    import shutil
+
+    lake = Lake(tmp_path / "a")
+    lake.write_frames("bronze", "t", "2024-12-09", frames(), SCHEMA)
+    lake.write_frame("bronze", "t", "2024-12-09", pl.DataFrame({"ts_event": [7], "price": [7.0]}))
+    lake.quarantine("bronze", "t", "2024-12-10", "bad feed")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    copy = Lake(tmp_path / "b")
+    assert not (tmp_path / "b" / "bronze" / "t" / "date=2024-12-09").is_symlink()
+    assert copy.read("bronze", "t", "2024-12-09")["price"].to_list() == [7.0]
+    assert copy.partitions("bronze", "t") == ["2024-12-09"]
+    assert copy.quarantined("bronze", "t") == {"2024-12-10": "bad feed"}
+    with pytest.raises(QuarantinedPartition):
+        copy.read("bronze", "t", "2024-12-10")
+    copy.write_frames("bronze", "t", "2024-12-10", frames(), SCHEMA)  # a rebuild of a copied tombstone
+    assert copy.partitions("bronze", "t") == ["2024-12-09", "2024-12-10"]
