@@ -3,7 +3,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from .lake import PART_FILE, Lake
+from .lake import PART_GLOB, Lake
 from .resources import LakeResource
 
 LAKE_VIEWS_KEY = dg.AssetKey(["warehouse", "lake_views"])
@@ -14,14 +14,15 @@ def lake_view_statements(lake: Lake) -> dict[str, str]:
     """`CREATE OR REPLACE VIEW` per lake table that has at least one partition.
 
     Views read the Hive layout, so new partitions appear without re-creating anything;
-    `date` comes from the partition directory.
+    `date` comes from the partition directory. `date=D` is the lake's pointer to the current
+    version, so a view reads exactly the current version of each partition and no quarantined one.
     """
     statements = {}
     for table_dir in sorted(p for p in lake.root.glob("*/*") if p.is_dir()):
-        if not any(table_dir.glob(f"date=*/{PART_FILE}")):
+        if not any(table_dir.glob(f"date=*/{PART_GLOB}")):
             continue
         name = f"{table_dir.parent.name}_{table_dir.name}"
-        pattern = (table_dir / "date=*" / PART_FILE).as_posix().replace("'", "''")
+        pattern = (table_dir / "date=*" / PART_GLOB).as_posix().replace("'", "''")
         statements[name] = (
             f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{pattern}', "
             "hive_partitioning = true, union_by_name = true)"

@@ -47,7 +47,7 @@ def read_mart(home: Path, table: str) -> pl.DataFrame:
 
 
 def scan_lake(store: Lake, layer: str, table: str) -> pl.DataFrame:
-    return pl.read_parquet(store.table_dir(layer, table) / "date=*" / "part-0.parquet", hive_partitioning=True)
+    return pl.read_parquet(store.table_dir(layer, table) / "date=*" / "part-*.parquet", hive_partitioning=True)
 
 
 def wilson(k: int, n: int, z: float = Z90) -> tuple[float, float]:
