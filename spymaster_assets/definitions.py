@@ -11,7 +11,7 @@ from .ml.analyses import analysis_assets
 from .ml.assets import ml_assets
 from .resources import resources_from_env
 from .silver.assets import silver_assets
-from .freshness import DAILY_REBUILD_FRESHNESS, build_session_freshness
+from .freshness import build_session_freshness, with_daily_rebuild_freshness
 from .schedules import daily_market_job, daily_market_schedule, new_dbn_files_sensor
 from .warehouse import build_lake_views_asset
 
@@ -27,7 +27,8 @@ session_freshness_checks, session_freshness_sensor = build_session_freshness(
 
 def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*session_assets, lake_views, *ml_assets, *marts_assets, *report_assets, *analysis_assets],
+        assets=[*session_assets, lake_views, *with_daily_rebuild_freshness([*ml_assets, *marts_assets]),
+                *report_assets, *analysis_assets],
         asset_checks=[session_freshness_checks],
         jobs=[daily_market_job],
         schedules=[daily_market_schedule],
@@ -35,9 +36,6 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Defin
         resources=resources,
         # Small runs on a 2-core machine: process-per-step startup costs more than it buys.
         executor=dg.in_process_executor,
-    ).map_resolved_asset_specs(
-        func=lambda spec: dg.apply_freshness_policy(spec, DAILY_REBUILD_FRESHNESS),
-        selection=dg.AssetSelection.assets(*(asset for asset in daily_assets if asset.partitions_def is None)),
     )
 
 

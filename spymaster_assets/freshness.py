@@ -33,6 +33,14 @@ DAILY_REBUILD_FRESHNESS = dg.FreshnessPolicy.cron(
 )
 
 
+def with_daily_rebuild_freshness(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """The cron policy on the unpartitioned assets; partitioned ones are judged per session."""
+    def due_by_deadline(spec: dg.AssetSpec) -> dg.AssetSpec:
+        return dg.apply_freshness_policy(spec, DAILY_REBUILD_FRESHNESS)
+
+    return [asset if asset.partitions_def else dg.map_asset_specs(due_by_deadline, [asset])[0] for asset in assets]
+
+
 @record
 class ChecksNamed(dg.AssetSelection):
     """Every asset check called `check_name`, whichever asset it targets (and no asset)."""
