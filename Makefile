@@ -5,6 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export OMP_WAIT_POLICY := passive
 export POLARS_MAX_THREADS ?= 2
 DEV_PORT ?= 3070
+MLFLOW_PORT ?= 5070
 HOME_DIR := $(or $(SPYMASTER_HOME),$(CURDIR)/.spymaster)
 
 .PHONY: setup demo test bench dev mlflow clean
@@ -27,11 +28,12 @@ bench: setup
 	$(UV) run python -m spymaster_assets_bench.model
 
 mlflow: setup
-	$(UV) run mlflow ui --backend-store-uri sqlite:///$(HOME_DIR)/mlflow.db --host 127.0.0.1 --port 5070
+	$(UV) run mlflow ui --backend-store-uri sqlite:///$(HOME_DIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 dev: setup
 	mkdir -p $(HOME_DIR)/dagster && cp -n dagster.yaml $(HOME_DIR)/dagster/ || true
-	SPYMASTER_HOME=$(HOME_DIR) DAGSTER_HOME=$(HOME_DIR)/dagster $(UV) run dagster dev -h 127.0.0.1 -p $(DEV_PORT)
+	@cmp -s dagster.yaml $(HOME_DIR)/dagster/dagster.yaml || echo "note: $(HOME_DIR)/dagster/dagster.yaml differs from ./dagster.yaml (the instance uses the former; copy the template over it to update)"
+	SPYMASTER_HOME=$(HOME_DIR) DAGSTER_HOME=$(HOME_DIR)/dagster $(UV) run dg dev --host 127.0.0.1 --port $(DEV_PORT)
 
 clean:
 	rm -rf .spymaster .pytest_cache

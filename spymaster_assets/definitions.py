@@ -11,26 +11,31 @@ from .ml.analyses import analysis_assets
 from .ml.assets import ml_assets
 from .resources import resources_from_env
 from .silver.assets import silver_assets
-from .schedules import SESSION_FRESHNESS, daily_market_job, daily_market_schedule, new_dbn_files_sensor
+from .freshness import build_session_freshness, with_daily_rebuild_freshness
+from .schedules import daily_market_job, daily_market_schedule, new_dbn_files_sensor
 from .warehouse import build_lake_views_asset
 
 session_assets = [raw_dbn_files, *futures_assets, *options_assets, *silver_assets, *gold_assets]
 lake_views = build_lake_views_asset([key for asset in session_assets for key in asset.keys])
+# Everything the daily job builds is due by 18:00 ET: per session partition where partitioned,
+# by a freshness policy where rebuilt whole.
+daily_assets = [*session_assets, *ml_assets, *marts_assets]
+session_freshness_checks, session_freshness_sensor = build_session_freshness(
+    [key for asset in daily_assets if asset.partitions_def is not None for key in asset.keys]
+)
 
 
 def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*session_assets, lake_views, *ml_assets, *marts_assets, *report_assets, *analysis_assets],
+        assets=[*session_assets, lake_views, *with_daily_rebuild_freshness([*ml_assets, *marts_assets]),
+                *report_assets, *analysis_assets],
+        asset_checks=[session_freshness_checks],
         jobs=[daily_market_job],
         schedules=[daily_market_schedule],
-        sensors=[new_dbn_files_sensor],
+        sensors=[new_dbn_files_sensor, session_freshness_sensor],
         resources=resources,
         # Small runs on a 2-core machine: process-per-step startup costs more than it buys.
         executor=dg.in_process_executor,
-    ).map_resolved_asset_specs(
-        func=lambda spec: dg.apply_freshness_policy(spec, SESSION_FRESHNESS),
-        # The model and marts are rebuilt by the same daily job, so they are due by the same deadline.
-        selection=dg.AssetSelection.assets(*session_assets, *ml_assets, *marts_assets),
     )
 
 

@@ -7,11 +7,12 @@ import json
 
 import dagster as dg
 
+from .freshness import SESSION_FRESHNESS_CHECKS
 from .lib.calendar import ET, is_trading_session
 from .partitions import trading_sessions_partitions
 from .resources import MarketDataResource
 
-DAILY_SELECTION = dg.AssetSelection.all() - dg.AssetSelection.groups("reports")
+DAILY_SELECTION = dg.AssetSelection.all() - dg.AssetSelection.groups("reports") - SESSION_FRESHNESS_CHECKS
 
 daily_market_job = dg.define_asset_job(
     "daily_market_job",
@@ -22,7 +23,6 @@ daily_market_job = dg.define_asset_job(
 # The session closes at 16:00 ET (Globex at 17:00); by 16:30 the vendor's files for the day
 # are complete enough for bronze, and the 18:00 freshness deadline leaves room for a retry.
 DAILY_CRON = "30 16 * * 1-5"
-FRESHNESS_DEADLINE_CRON = "0 18 * * 1-5"
 
 
 def session_for_tick(tick: dt.datetime) -> str | None:
@@ -43,14 +43,6 @@ def daily_market_schedule(context: dg.ScheduleEvaluationContext):
     if session is None:
         return dg.SkipReason(f"{context.scheduled_execution_time.date()} is not a CME ES trading session")
     return dg.RunRequest(run_key=session, partition_key=session)
-
-
-# Each session's partitions must be in place by 18:00 ET on trading days: an asset whose
-# last materialization is older than 2 h at the 18:00 deadline is stale. Freshness
-# policies are evaluated by the daemon (Dagster 1.13 supersedes sensor-driven checks).
-SESSION_FRESHNESS = dg.FreshnessPolicy.cron(
-    deadline_cron=FRESHNESS_DEADLINE_CRON, lower_bound_delta=dt.timedelta(hours=2), timezone="America/New_York"
-)
 
 
 def sessions_touched(files, first: dt.date | None = None) -> dict[str, list[str]]:

@@ -37,6 +37,8 @@ def build_lake_views_asset(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
         group_name="warehouse",
         kinds={"duckdb"},
         owners=["team:data-eng"],
+        # One writer at a time on warehouse.duckdb, shared with the dbt models (dagster.yaml: pools).
+        pool="duckdb",
         # Unpartitioned, but it rides along in range runs (`dg launch --partition-range`).
         backfill_policy=dg.BackfillPolicy.single_run(),
         check_specs=[dg.AssetCheckSpec(VIEWS_QUERYABLE, asset=LAKE_VIEWS_KEY, description="Every view answers SELECT count(*)")],
