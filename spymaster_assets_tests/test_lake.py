@@ -1,9 +1,12 @@
+import datetime as dt
 import hashlib
+import os
 
+import duckdb
 import polars as pl
 import pytest
 
-from spymaster_assets.lake import Lake
+from spymaster_assets.lake import Lake, QuarantinedPartition
 
 SCHEMA = {"ts_event": pl.Int64, "price": pl.Float64}
 
@@ -15,6 +18,18 @@ def frames():
 
 def digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def stored(table_dir) -> list[str]:
+    """Everything under a table directory (relative paths) except the partition locks, version ids
+    replaced by their kind: what a crash or a race could leave behind."""
+    names = []
+    for path in sorted(table_dir.rglob("*")):
+        relative = path.relative_to(table_dir).as_posix()
+        parts = [part if not part.startswith(("v-", "q-")) else part[:2] + "*" for part in relative.split("/")]
+        if parts[-1] != ".lock":
+            names.append("/".join(parts) + ("@" if path.is_symlink() else ""))
+    return names
 
 
 def test_write_is_streamed_typed_and_stamped(tmp_path):
@@ -52,7 +67,9 @@ def test_failure_mid_stream_leaves_the_previous_partition_untouched(tmp_path):
     with pytest.raises(RuntimeError, match="decoder died"):
         lake.write_frames("bronze", "t", "2024-12-09", exploding(), SCHEMA)
     assert digest(good) == before
-    assert [p.name for p in (tmp_path / "bronze" / "t").iterdir()] == ["date=2024-12-09"]
+    assert stored(tmp_path / "bronze" / "t") == [
+        ".versions", ".versions/2024-12-09", ".versions/2024-12-09/v-*", ".versions/2024-12-09/v-*/part-0.parquet",
+        "date=2024-12-09@"]
 
 
 def test_failure_on_a_new_partition_leaves_nothing(tmp_path):
@@ -65,7 +82,8 @@ def test_failure_on_a_new_partition_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         lake.write_frames("bronze", "t", "2024-12-10", exploding(), SCHEMA)
     assert not lake.has_partition("bronze", "t", "2024-12-10")
-    assert list((tmp_path / "bronze" / "t").iterdir()) == []
+    assert lake.partitions("bronze", "t") == []
+    assert stored(tmp_path / "bronze" / "t") == [".versions", ".versions/2024-12-10"]
 
 
 def test_prefetch_reraises_producer_errors_and_stops_when_the_consumer_does():
@@ -99,3 +117,125 @@ def test_prefetch_reraises_producer_errors_and_stops_when_the_consumer_does():
     time.sleep(0.3)
     assert len(produced) == settled <= 3 + 2 + 2  # the producer stopped, at most a buffer ahead
     assert not any(t.name == "lake-prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_partition_is_a_pointer_to_its_current_version(tmp_path):
+    lake = Lake(tmp_path)
+    lake.write_frames("bronze", "t", "2024-12-09", frames(), SCHEMA)
+    first = lake.partition_dir("bronze", "t", "2024-12-09")
+    lake.write_frame("bronze", "t", "2024-12-09", pl.DataFrame({"ts_event": [7], "price": [7.0]}))
+    second = lake.partition_dir("bronze", "t", "2024-12-09")
+    assert first != second and first.parent == second.parent == tmp_path / "bronze" / "t" / ".versions" / "2024-12-09"
+    # The superseded version stays readable (a reader may hold it) until its grace period ends.
+    assert pl.read_parquet(first / "part-0.parquet")["price"].to_list() == [1.0, 2.0, 3.0]
+    assert lake.read("bronze", "t", "2024-12-09")["price"].to_list() == [7.0]
+    assert lake.partition_file("bronze", "t", "2024-12-09") == second / "part-0.parquet"
+    assert lake.cleanup() == []  # within the grace period nothing goes
+    assert lake.cleanup(grace_seconds=0) == [first]
+    assert lake.read("bronze", "t", "2024-12-09")["price"].to_list() == [7.0]
+
+
+def test_duckdb_and_polars_globs_read_exactly_the_current_versions(tmp_path):
+    lake = Lake(tmp_path)
+    lake.write_frames("bronze", "t", "2024-12-09", frames(), SCHEMA)
+    lake.write_frame("bronze", "t", "2024-12-09", pl.DataFrame({"ts_event": [7], "price": [7.0]}))
+    lake.write_frame("bronze", "t", "2024-12-10", pl.DataFrame({"ts_event": [8], "price": [8.0]}))
+    lake.quarantine("bronze", "t", "2024-12-11", "feed gap")
+    glob = (tmp_path / "bronze" / "t" / "date=*" / "part-0.parquet").as_posix()
+    rows = duckdb.sql(f"SELECT date, price FROM read_parquet('{glob}', hive_partitioning = true) ORDER BY date").fetchall()
+    assert rows == [(dt.date(2024, 12, 9), 7.0), (dt.date(2024, 12, 10), 8.0)]
+    assert pl.read_parquet(glob, hive_partitioning=True)["price"].sort().to_list() == [7.0, 8.0]
+
+
+def test_a_directory_partition_is_published_whole(tmp_path):
+    lake = Lake(tmp_path)
+    staging = lake.staging_dir("gold", "index", "2024-12-09")
+    (staging / "tier=A").mkdir()
+    (staging / "tier=A" / "manifest.json").write_text("{}")
+    published = lake.publish_dir(staging, "gold", "index", "2024-12-09")
+    assert not staging.exists() and published == lake.partition_dir("gold", "index", "2024-12-09")
+    assert (published / "tier=A" / "manifest.json").read_text() == "{}"
+    assert lake.has_partition("gold", "index", "2024-12-09") and lake.partitions("gold", "index") == ["2024-12-09"]
+    with pytest.raises(ValueError, match="not a staging directory"):
+        lake.publish_dir(tmp_path, "gold", "index", "2024-12-09")
+
+
+def test_a_partition_of_the_pre_versioning_layout_is_read_and_replaced_without_a_gap(tmp_path):
+    lake = Lake(tmp_path)
+    legacy = tmp_path / "bronze" / "t" / "date=2024-12-09"
+    legacy.mkdir(parents=True)
+    pl.DataFrame({"ts_event": [1], "price": [1.0]}).write_parquet(legacy / "part-0.parquet")
+    assert lake.partitions("bronze", "t") == ["2024-12-09"] and lake.read("bronze", "t", "2024-12-09").height == 1
+    lake.write_frames("bronze", "t", "2024-12-09", frames(), SCHEMA)
+    assert legacy.is_symlink() and lake.read("bronze", "t", "2024-12-09").height == 3
+    assert lake.cleanup(grace_seconds=0)[0].name.endswith("-legacy")
+    assert stored(tmp_path / "bronze" / "t") == [
+        ".versions", ".versions/2024-12-09", ".versions/2024-12-09/v-*", ".versions/2024-12-09/v-*/part-0.parquet",
+        "date=2024-12-09@"]
+
+
+def test_cleanup_restores_a_replace_of_the_old_layout_that_died_between_its_renames(tmp_path):
+    lake = Lake(tmp_path)
+    table = tmp_path / "bronze" / "t"
+    trash = table / ".trash-date=2024-12-09-0123456789abcdef0123456789abcdef"
+    trash.mkdir(parents=True)
+    pl.DataFrame({"ts_event": [1], "price": [1.0]}).write_parquet(trash / "part-0.parquet")
+    old_staging = table / ".tmp-date=2024-12-10-0123456789abcdef0123456789abcdef"
+    old_staging.mkdir()
+    assert lake.cleanup() == []
+    assert lake.read("bronze", "t", "2024-12-09").height == 1 and old_staging.exists()
+    assert lake.cleanup(stale_seconds=0) == [old_staging]
+
+
+# --- quarantine ----------------------------------------------------------------------------------
+
+def test_a_quarantined_partition_reads_as_unavailable_with_its_reason(tmp_path):
+    lake = Lake(tmp_path)
+    lake.write_frames("bronze", "t", "2024-12-09", frames(), SCHEMA)
+    lake.write_frames("bronze", "t", "2024-12-10", frames(), SCHEMA)
+    lake.quarantine("bronze", "t", "2024-12-09", "MBP-10 file truncated")
+    assert lake.quarantine_reason("bronze", "t", "2024-12-09") == "MBP-10 file truncated"
+    assert lake.quarantine_reason("bronze", "t", "2024-12-10") is None
+    assert not lake.has_partition("bronze", "t", "2024-12-09")
+    assert lake.partitions("bronze", "t") == ["2024-12-10"]
+    assert lake.quarantined("bronze", "t") == {"2024-12-09": "MBP-10 file truncated"}
+    for read in (lake.read, lake.scan, lake.file_metadata):
+        with pytest.raises(QuarantinedPartition, match=r"bronze/t partition 2024-12-09 is quarantined: MBP-10 file truncated"):
+            read("bronze", "t", "2024-12-09")
+    with pytest.raises(FileNotFoundError):  # every "missing partition" path catches it
+        lake.read("bronze", "t", "2024-12-09")
+    assert not lake.partition_file("bronze", "t", "2024-12-09").exists()
+
+
+def test_a_partition_that_never_existed_can_be_quarantined(tmp_path):
+    lake = Lake(tmp_path)
+    lake.quarantine("silver", "events", dt.date(2024, 12, 11), "no trades file")
+    assert lake.quarantined("silver", "events") == {"2024-12-11": "no trades file"}
+    assert lake.partitions("silver", "events") == [] and not lake.has_partition("silver", "events", "2024-12-11")
+    assert lake.quarantined("silver", "never_written") == {}
+    with pytest.raises(ValueError, match="reason"):
+        lake.quarantine("silver", "events", "2024-12-11", " ")
+
+
+def test_publishing_a_rebuild_clears_the_quarantine(tmp_path):
+    lake = Lake(tmp_path)
+    lake.write_frames("bronze", "t", "2024-12-09", frames(), SCHEMA)
+    lake.quarantine("bronze", "t", "2024-12-09", "bad")
+    lake.quarantine("bronze", "t", "2024-12-09", "worse")  # a second mark replaces the first
+    assert lake.quarantine_reason("bronze", "t", "2024-12-09") == "worse"
+    lake.write_frames("bronze", "t", "2024-12-09", frames(), SCHEMA)
+    assert lake.quarantine_reason("bronze", "t", "2024-12-09") is None and lake.quarantined("bronze", "t") == {}
+    assert lake.read("bronze", "t", "2024-12-09").height == 3
+    lake.quarantine("gold", "index", "2024-12-09", "built from a bad day")
+    staging = lake.staging_dir("gold", "index", "2024-12-09")
+    (staging / "manifest.json").write_text("{}")
+    lake.publish_dir(staging, "gold", "index", "2024-12-09")
+    assert lake.quarantined("gold", "index") == {} and lake.partitions("gold", "index") == ["2024-12-09"]
+
+
+def test_the_quarantine_mark_survives_a_new_process(tmp_path):
+    Lake(tmp_path).quarantine("bronze", "t", "2024-12-09", "checksum mismatch")
+    assert Lake(tmp_path).quarantine_reason("bronze", "t", "2024-12-09") == "checksum mismatch"
+    # The mark is a published version: no staging or link is left behind.
+    assert [name for name in stored(tmp_path / "bronze" / "t") if ".tmp-" in name or ".link-" in name] == []
+    assert os.readlink(tmp_path / "bronze" / "t" / "date=2024-12-09").startswith(".versions/2024-12-09/q-")
