@@ -153,8 +153,7 @@ def blocking_check(
     for day, detail in sorted(problems.items()):
         reason = f"{check_name}: {json.dumps(detail, default=str, sort_keys=True)}"
         for layer, table in tables:
-            if lake.has_partition(layer, table, day):
-                lake.quarantine(layer, table, day, reason)
+            lake.quarantine(layer, table, day, reason)
     quarantined = [f"{layer}/{table}/{day}" for day in sorted(problems) for layer, table in tables]
     extra = {"asset_key": asset_key} if asset_key is not None else {}
     return dg.AssetCheckResult(
