@@ -12,7 +12,7 @@ import pytest
 from spymaster_assets.bronze.futures import required_prices
 from spymaster_assets.lib.dbn_decode import UNDEF_PRICE, trades_frame
 from spymaster_assets.lib.quality import duplicate_records, price_sanity
-from spymaster_assets.lib.tiers import stand_in_role, tier_shortfall
+from spymaster_assets.lib.tiers import costs_data, stand_in_role, tier_shortfall
 from spymaster_assets.sources.base import FUTURES, OPTIONS
 from spymaster_assets.sources.local import LocalDbnSource, batch_name
 from spymaster_assets.synthetic.dbn_writer import empty_records
@@ -108,3 +108,19 @@ def test_batch_names_place_files_and_catch_contradicting_metadata(fixtures, tmp_
     assert trades.placed and (trades.venue, trades.schema) == (FUTURES, "trades")
     # Another session is not blamed for them.
     assert LocalDbnSource(tmp_path).acquire(dt.date(2024, 12, 11)).unusable == ()
+
+
+@pytest.mark.parametrize(
+    ("available", "venue", "schema", "costs"),
+    [
+        ({(FUTURES, "ohlcv-1m")}, FUTURES, "ohlcv-1m", True),  # a cut file of a day that has another: still lost data
+        ({(FUTURES, "trades")}, FUTURES, "mbo", True),  # MBO instead of MBP-10
+        ({(FUTURES, "trades"), (FUTURES, "mbp-10")}, FUTURES, "mbo", False),  # MBO beside MBP-10
+        ({(FUTURES, "trades")}, FUTURES, "status", False),  # nothing reads it
+        ({(FUTURES, "trades")}, OPTIONS, "mbo", False),
+        ({(FUTURES, "trades")}, None, "trades", True),  # venue unknown: taken as futures
+        ({(FUTURES, "trades")}, None, None, False),  # nothing known about it
+    ],
+)
+def test_which_unusable_files_cost_the_session_data(available, venue, schema, costs):
+    assert costs_data(available, venue, schema) is costs

@@ -230,7 +230,8 @@ def _quality_checks(store: Lake, table: str, schema: str, run: RangeRun, setting
     partition = [("bronze", table)]
     results = [
         blocking_check(store, SCHEMA_MATCHES, schema_problems, partition, asset_key=key),
-        blocking_check(store, NO_DUPLICATE_RECORDS, duplicates, partition, asset_key=key, key=", ".join(DUPLICATE_KEYS[schema])),
+        blocking_check(store, NO_DUPLICATE_RECORDS, duplicates, partition, asset_key=key,
+                       identifying_fields=", ".join(DUPLICATE_KEYS[schema])),
         blocking_check(store, PRICE_SANITY, prices, partition, asset_key=key,
                        tick=ES_TICK, band=PRICE_BAND),
         _non_empty_rth(store, key, empty_rth, run.empty, partition),

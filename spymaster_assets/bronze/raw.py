@@ -22,7 +22,7 @@ import numpy as np
 
 from ..lib.calendar import session_window
 from ..lib.dbn_decode import DbnDecodeError, iter_record_chunks
-from ..lib.tiers import NO_TIER, stand_in_role, tier_shortfall
+from ..lib.tiers import NO_TIER, costs_data, stand_in_role, tier_shortfall
 from ..partitioned import EMPTY_SESSION, RangeRun, session_asset_defaults, stamp
 from ..resources import LakeResource, MarketDataResource, PipelineSettings
 from ..sources.base import FUTURES, SessionFiles, SourceError
@@ -59,20 +59,26 @@ def empty_reason(files: SessionFiles, session: dt.date, chunk_records: int) -> s
 
 
 def assess(files: SessionFiles, allow_downgrade: bool) -> dict[str, object]:
-    """Tier reached vs expected from the usable and unusable files; raises TierDowngradeError
-    when unusable files cost the session a tier and a downgrade is not allowed."""
+    """Tier reached vs expected, and what unusable files cost the session; raises
+    TierDowngradeError when they take data from it and a downgrade is not allowed."""
+    available = set(files.files)
     placed = [u for u in files.unusable if u.placed]
-    reached, expected = tier_shortfall(set(files.files), {stand_in_role(u.venue, u.schema) for u in placed})
-    listing = "; ".join(map(str, placed))
+    costly = [u for u in placed if costs_data(available, u.venue, u.schema)]
+    reached, expected = tier_shortfall(available, {stand_in_role(u.venue, u.schema) for u in placed})
+    listing = "; ".join(map(str, costly))
     if expected != reached:
-        message = f"tier {reached} reached, {expected} expected: {listing}"
-        if not allow_downgrade:
-            raise TierDowngradeError(f"{message} (fix or remove the file(s), or set allow_tier_downgrade "
-                                     "to run the session at the lower tier)")
+        downgrade = f"tier {reached} reached, {expected} expected: {listing}"
+    elif costly:
+        downgrade = f"tier {reached} reached without the data of: {listing}"
+    else:
+        downgrade = ""
+    if downgrade and not allow_downgrade:
+        raise TierDowngradeError(f"{downgrade} (fix or remove the file(s), or set allow_tier_downgrade "
+                                 "to run the session without them)")
     return {
         "tier": reached,
         "tier_expected": expected,
-        "downgrade": f"tier {reached} reached, {expected} expected: {listing}" if expected != reached else "",
+        "downgrade": downgrade,
         "unusable_files": [{"path": str(u.path), "reason": u.reason, "placed": u.placed} for u in files.unusable],
     }
 

@@ -79,30 +79,42 @@ def price_sanity(
         reference, source = (None if median is None else float(median)), "session_median"
     else:
         source = "previous_session_close"
-    measures, any_bad = [pl.len().alias("rows")], pl.lit(False)
-    for column, required in price_columns.items():
-        px = pl.col(column)
-        needed = pl.lit(True) if required is None else required
-        present = needed & px.is_not_nan()
-        kinds = {
+    def kinds(column: str) -> dict[str, pl.Expr]:
+        px, needed = pl.col(column), _needed(price_columns[column])
+        positive = needed & px.is_not_nan() & (px > 0)  # polars orders NaN above every number
+        in_ticks = px / tick
+        found = {
             "undefined": needed & px.is_nan(),
-            "non_positive": present & (px <= 0),
-            "off_tick": present & (px > 0) & (((px / tick) - (px / tick).round()).abs() > TICK_TOLERANCE),
+            "non_positive": needed & (px <= 0),
+            "off_tick": positive & ((in_ticks - in_ticks.round()).abs() > TICK_TOLERANCE),
         }
         if reference is not None:
-            kinds["outside_band"] = present & (px > 0) & ((px - reference).abs() > band * reference)
-        for kind, bad in kinds.items():
-            measures.append(bad.sum().alias(f"{column}:{kind}"))
-            any_bad = any_bad | bad
-    measures.append(any_bad.sum().alias("bad_rows"))
-    counts = frame.select(measures).collect(engine="streaming").row(0, named=True)
+            found["outside_band"] = positive & ((px - reference).abs() > band * reference)
+        return found
+
+    def bad(column: str) -> pl.Expr:
+        return pl.any_horizontal(list(kinds(column).values())).alias(column)
+
+    # A real day's book is millions of rows × 21 price columns: one flag per column first, the
+    # breakdown by kind only for the (rare) columns that have bad prices.
+    totals = (frame.select([bad(c) for c in columns])
+              .select(pl.len().alias("rows"), *(pl.col(c).sum() for c in columns),
+                      pl.any_horizontal(columns).sum().alias("bad_rows"))
+              .collect(engine="streaming").row(0, named=True))
+    dirty = [c for c in columns if totals[c]]
     problems: dict[str, dict[str, int]] = {}
-    for name, count in counts.items():
-        if ":" in name and count:
-            column, kind = name.split(":")
-            problems.setdefault(column, {})[kind] = int(count)
-    return {"rows": int(counts["rows"]), "reference": reference, "reference_source": source,
-            "problems": problems, "bad_rows": int(counts["bad_rows"])}
+    if dirty:
+        breakdown = frame.select([flag.sum().alias(f"{c}:{kind}") for c in dirty for kind, flag in kinds(c).items()])
+        for name, count in breakdown.collect(engine="streaming").row(0, named=True).items():
+            if count:
+                column, kind = name.split(":")
+                problems.setdefault(column, {})[kind] = int(count)
+    return {"rows": int(totals["rows"]), "reference": reference, "reference_source": source,
+            "problems": problems, "bad_rows": int(totals["bad_rows"])}
+
+
+def _needed(required: pl.Expr | None) -> pl.Expr:
+    return pl.lit(True) if required is None else required
 
 
 def duplicate_records(frame: pl.LazyFrame, key: list[str]) -> int:

@@ -51,6 +51,27 @@ def stand_in_role(venue: str | None, schema: str | None) -> tuple[str, str] | No
     return (venue, schema)
 
 
+# (venue, schema) pairs the pipeline reads (sources.base FUTURES_SCHEMAS / OPTIONS_SCHEMAS).
+PIPELINE_SCHEMAS = frozenset(
+    {("futures", s) for s in ("trades", "mbp-10", "ohlcv-1m", "definition")}
+    | {("options", s) for s in ("trades", "mbp-1", "statistics", "definition")}
+)
+
+
+def costs_data(available: set[tuple[str, str]], venue: str | None, schema: str | None) -> bool:
+    """Whether an unusable file covering the session takes data from it.
+
+    It does when it claims a schema the pipeline reads (a cut trades file loses trades even if
+    another file of the day still gives some), or when it stands in for one the session lacks
+    (an MBO file and no MBP-10). An extra feed beside the schema it would replace (an MBO file
+    next to a good MBP-10 file) or one nothing reads (status, an options book) costs nothing.
+    """
+    role = stand_in_role(venue, schema)
+    if role is None or role not in PIPELINE_SCHEMAS:
+        return False
+    return (venue or "futures", schema) in PIPELINE_SCHEMAS or role not in available
+
+
 def tier_shortfall(available: set[tuple[str, str]], stand_ins: set[tuple[str, str] | None]) -> tuple[str, str]:
     """(tier reached, tier expected): what the usable files give, and what they would give if
     every unusable file covering the session had been the schema it stands for."""
