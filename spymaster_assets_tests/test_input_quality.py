@@ -124,3 +124,17 @@ def test_batch_names_place_files_and_catch_contradicting_metadata(fixtures, tmp_
 )
 def test_which_unusable_files_cost_the_session_data(available, venue, schema, costs):
     assert costs_data(available, venue, schema) is costs
+
+
+def test_a_file_of_another_dataset_covering_the_session_is_reported(fixtures, tmp_path):
+    from spymaster_assets_tests.test_sources_local import TRADES_V1, _reencode
+
+    _reencode(fixtures / "real-es-dbn" / TRADES_V1, tmp_path / "es_trades.dbn.zst", dataset="XNAS.ITCH")
+    _reencode(fixtures / "real-es-dbn" / TRADES_V1, tmp_path / "glbx-mdp3-20240702.trades.dbn.zst", dataset="XNAS.ITCH")
+    session = LocalDbnSource(tmp_path).acquire(dt.date(2024, 7, 2))
+    assert not session.files
+    reasons = {u.path.name: u.reason for u in session.unusable}
+    assert reasons["es_trades.dbn.zst"] == "dataset XNAS.ITCH, expected GLBX.MDP3"
+    assert "named as GLBX.MDP3 trades of 2024-07-02 but its metadata says dataset XNAS.ITCH" in reasons[
+        "glbx-mdp3-20240702.trades.dbn.zst"]
+    assert all(costs_data(set(session.files), u.venue, u.schema) for u in session.unusable)
