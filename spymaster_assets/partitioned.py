@@ -99,7 +99,8 @@ class RangeRun:
                 if empty is not None:
                     empty(session, reason)
                 self.empty[session.isoformat()] = reason
-                self.context.log.warning(f"{session}: flagged empty session ({reason}); written as an empty partition")
+                written = "written as an empty partition" if empty is not None else "nothing to build"
+                self.context.log.warning(f"{session}: flagged empty session ({reason}); {written}")
                 continue
             try:
                 self.per_session[session.isoformat()] = build(session)

@@ -262,7 +262,7 @@ def test_a_session_without_rth_data_is_a_flagged_empty_partition(local_dir, tmp_
     found = checks(result)
     has_data = found[("raw/dbn_files", "SESSION_HAS_DATA")]
     assert not has_data.passed and has_data.severity == dg.AssetCheckSeverity.WARN
-    assert has_data.metadata["empty_sessions"].value == {empty_day: f"no RTH futures trades on {empty_day}"}
+    assert has_data.metadata["empty_sessions"].value == {empty_day: f"no RTH futures trades or 1-min bars on {empty_day}"}
     rth = found[("bronze/futures_trades", "NON_EMPTY_RTH")]
     assert not rth.passed and rth.severity == dg.AssetCheckSeverity.WARN
     lake = Lake(tmp_path / "lake")

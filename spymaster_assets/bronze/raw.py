@@ -38,24 +38,25 @@ class TierDowngradeError(SourceError):
     """Files meant for a session cannot be used, and the session would silently run a tier lower."""
 
 
-def has_rth_futures_records(files: SessionFiles, session: dt.date, chunk_records: int) -> tuple[bool, str]:
-    """Whether any futures trade (else 1-min bar) falls in the session's RTH; stops at the first one."""
+def has_rth_records(paths, schema: str, session: dt.date, chunk_records: int) -> bool:
+    """Whether any futures record of `schema` falls in the session's RTH; stops at the first one."""
     window = session_window(session)
-    schema = "trades" if files.has(FUTURES, "trades") else "ohlcv-1m"
-    for path in files.get(FUTURES, schema):
+    for path in paths:
         for records in iter_record_chunks(path, schema, chunk_records):
             ts = records["ts_event"]
             if np.any((ts >= window.rth_open_ns) & (ts < window.close_ns)):
-                return True, schema
-    return False, schema
+                return True
+    return False
 
 
 def empty_reason(files: SessionFiles, session: dt.date, chunk_records: int) -> str | None:
-    """Why the session has no usable futures data, or None when it has some."""
-    if not (files.has(FUTURES, "trades") or files.has(FUTURES, "ohlcv-1m")):
+    """Why the session has no usable futures data (no trade and no 1-min bar in RTH), or None."""
+    present = [schema for schema in ("trades", "ohlcv-1m") if files.has(FUTURES, schema)]
+    if not present:
         return f"no futures trades or 1-min bars cover {session}"
-    found, schema = has_rth_futures_records(files, session, chunk_records)
-    return None if found else f"no RTH futures {'trades' if schema == 'trades' else '1-min bars'} on {session}"
+    if any(has_rth_records(files.get(FUTURES, schema), schema, session, chunk_records) for schema in present):
+        return None
+    return f"no RTH futures {' or '.join('trades' if s == 'trades' else '1-min bars' for s in present)} on {session}"
 
 
 def assess(files: SessionFiles, allow_downgrade: bool) -> dict[str, object]:
