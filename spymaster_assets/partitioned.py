@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,20 +59,49 @@ def sessions(context: dg.AssetExecutionContext) -> list[dt.date]:
     return [dt.date.fromisoformat(key) for key in context.partition_keys]
 
 
+# Key of the raw manifest's Parquet metadata that marks a trading date without usable data.
+EMPTY_SESSION = "empty_session"
+
+
+def empty_session_reason(lake, session: dt.date | str) -> str | None:
+    """Why raw/dbn_files flagged `session` as a trading date without data (None: it has data,
+    or no manifest exists yet)."""
+    if not lake.has_partition("raw", "dbn_files", session):
+        return None
+    return lake.file_metadata("raw", "dbn_files", session).get(EMPTY_SESSION) or None
+
+
 @dataclass
 class RangeRun:
     """Runs one function per session of a (possibly multi-partition) run.
 
     A failing session does not stop the others: every partition that can be built is
     written (atomically), and the run fails at the end naming each bad session and why.
+
+    A session that raw/dbn_files flagged as empty (a trading date without data) is not built
+    and does not fail the run: `empty(session, reason)` writes the asset's typed empty
+    partitions if given, and the session is listed in `self.empty` (not in `per_session`),
+    so every session asset treats it as a session with no episodes.
     """
 
     context: dg.AssetExecutionContext
     per_session: dict[str, dict] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    empty: dict[str, str] = field(default_factory=dict)
+    follows_manifest: bool = True  # False only for raw/dbn_files, which writes the flag
 
-    def run(self, build: Callable[[dt.date], dict], expected: tuple[type[BaseException], ...]) -> None:
+    def run(self, build: Callable[[dt.date], dict], expected: tuple[type[BaseException], ...],
+            empty: Callable[[dt.date, str], object] | None = None) -> None:
+        lake = self._lake()
         for session in sessions(self.context):
+            reason = empty_session_reason(lake, session) if lake is not None else None
+            if reason is not None:
+                if empty is not None:
+                    empty(session, reason)
+                self.empty[session.isoformat()] = reason
+                written = "written as an empty partition" if empty is not None else "nothing to build"
+                self.context.log.warning(f"{session}: flagged empty session ({reason}); {written}")
+                continue
             try:
                 self.per_session[session.isoformat()] = build(session)
             except expected as exc:
@@ -84,6 +114,12 @@ class RangeRun:
                 metadata={"failed_sessions": dg.MetadataValue.json(self.errors)},
             )
 
+    def _lake(self):
+        if not self.follows_manifest:
+            return None
+        resource = getattr(self.context.resources, "lake", None)
+        return resource.lake() if resource is not None else None
+
     def total(self, key: str) -> int:
         return int(sum(summary.get(key, 0) for summary in self.per_session.values()))
 
@@ -92,7 +128,39 @@ class RangeRun:
             "sessions": len(self.per_session),
             "per_session": dg.MetadataValue.json(self.per_session),
         }
+        if self.empty:
+            meta["empty_sessions"] = dg.MetadataValue.json(self.empty)
         if len(self.per_session) == 1:
             (only,) = self.per_session.values()
             meta |= {k: v for k, v in only.items() if isinstance(v, (int, float, str, bool))}
         return meta | extra
+
+
+def blocking_check(
+    lake,
+    check_name: str,
+    problems: dict[str, object],
+    tables: list[tuple[str, str]],
+    *,
+    asset_key: dg.AssetKey | None = None,
+    **metadata,
+) -> dg.AssetCheckResult:
+    """The result of a blocking check over a run's sessions (`problems`: session → what is wrong).
+
+    Dagster's blocking only stops *this* run's downstream steps; the partitions stay in the
+    lake. So each failing session's partitions of `tables` are quarantined, naming the check
+    and the problem: no later run can read them until they are rebuilt (a re-publish clears it).
+    """
+    for day, detail in sorted(problems.items()):
+        reason = f"{check_name}: {json.dumps(detail, default=str, sort_keys=True)}"
+        for layer, table in tables:
+            lake.quarantine(layer, table, day, reason)
+    quarantined = [f"{layer}/{table}/{day}" for day in sorted(problems) for layer, table in tables]
+    extra = {"asset_key": asset_key} if asset_key is not None else {}
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=not problems,
+        metadata={"problems": dg.MetadataValue.json(problems),
+                  "quarantined": dg.MetadataValue.json(quarantined), **metadata},
+        **extra,
+    )

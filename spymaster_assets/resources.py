@@ -88,9 +88,13 @@ class PipelineSettings(dg.ConfigurableResource):
     chunk_records: int = 1_000_000
     min_front_month_dominance: float = 0.60
     crossed_book_tolerance: float = 1e-4
+    # A session whose files cannot all be used fails, naming them; with this set it runs at the
+    # tier its usable files reach instead, recorded by the failed WARN check TIER_AS_EXPECTED
+    # and in the manifest. Not hashed: a good session's artifacts do not depend on it.
+    allow_tier_downgrade: bool = False
 
     def config_hash(self) -> str:
-        payload = json.dumps(self.model_dump(exclude={"chunk_records"}), sort_keys=True)
+        payload = json.dumps(self.model_dump(exclude={"chunk_records", "allow_tier_downgrade"}), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

@@ -1,4 +1,5 @@
-"""Bad input through Dagster: a truncated file, an empty day and a holiday never leave a partial partition."""
+"""Bad input through Dagster: a truncated file fails its session, a day without files is a flagged empty
+partition, a holiday is no partition; none leaves a partial partition."""
 
 import shutil
 
@@ -37,34 +38,32 @@ def test_truncated_file_fails_only_its_session_and_names_it(fixtures, tmp_path):
     with dg.instance_for_test() as instance:
         result = run_range(defs, "2013-10-07", "2013-10-08", instance)
     assert not result.success
-    # The cut file's time range is unreadable, so the source skips it with a warning naming it,
-    # and the session it would have filled fails as empty: one clear error, for that day only.
-    assert any("2013-10-08" in m and "empty session" in m for m in failures(result)), failures(result)
-    assert not any("2013-10-07 →" in m for m in failures(result))
+    # The cut file's header is gone, but its Databento batch name places it in 2013-10-08: that
+    # session fails naming it, although the 20131007 file still gives it its Sunday-evening bars.
+    message = "\n".join(failures(result))
+    assert "1 of 2 sessions failed: 2013-10-08 → TierDowngradeError: tier T0 reached without the data of" in message
+    assert str(victim) in message and "truncated" in message
     lake = Lake(tmp_path / "lake")
-    # The good session's partitions of the failing step are written; downstream steps wait for a re-run.
-    assert lake.has_partition("bronze", "front_month_contract", "2013-10-07")
-    for layer, table in (("bronze", "futures_ohlcv_1m"), ("bronze", "front_month_contract"), ("silver", "bars_1m")):
+    assert lake.has_partition("raw", "dbn_files", "2013-10-07")  # the good session's manifest is written
+    for layer, table in (("raw", "dbn_files"), ("bronze", "futures_ohlcv_1m"), ("bronze", "front_month_contract"),
+                         ("silver", "bars_1m")):
         assert not lake.has_partition(layer, table, "2013-10-08"), f"{layer}/{table} half-written for the bad day"
     leftovers = [p for p in (tmp_path / "lake").rglob(".tmp-*")]
     assert leftovers == []
 
 
-def test_a_session_without_files_fails_its_blocking_check_and_stops_downstream(fixtures, tmp_path):
+def test_a_session_without_files_is_a_flagged_empty_partition(fixtures, tmp_path):
     defs = build_definitions(resources_for(tmp_path, source="local", local_dir=str(fixtures / "real-es-ohlcv-1m")))
     with dg.instance_for_test() as instance:
-        result = run_range(defs, "2013-10-14", "2013-10-14", instance)  # no file covers this session
+        result = run_range(defs, "2013-10-14", "2013-10-14", instance)  # a trading date no file covers
         checks = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
-    raw_check = checks.get(("raw/dbn_files", "HAS_FILES"))
+    assert result.success, failures(result)
+    has_data = checks[("raw/dbn_files", "SESSION_HAS_DATA")]
+    assert not has_data.passed and has_data.severity == dg.AssetCheckSeverity.WARN
+    assert has_data.metadata["empty_sessions"].value == {"2013-10-14": "no futures trades or 1-min bars cover 2013-10-14"}
     lake = Lake(tmp_path / "lake")
-    if raw_check is not None:  # the manifest was written (empty) and the blocking check flagged it
-        assert not raw_check.passed
-        assert "2013-10-14" in str(raw_check.metadata["sessions_without_futures_data"].value)
-    else:  # or the source refused the day outright, naming it
-        assert any("2013-10-14" in m for m in failures(result)), failures(result)
-    assert not result.success
-    assert not lake.has_partition("bronze", "futures_ohlcv_1m", "2013-10-14")
-    assert not lake.has_partition("silver", "events", "2013-10-14")
+    assert lake.read("bronze", "futures_ohlcv_1m", "2013-10-14").height == 0
+    assert lake.read("silver", "events", "2013-10-14").height == 0
 
 
 def test_holidays_and_weekends_are_not_partitions():

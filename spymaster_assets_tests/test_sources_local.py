@@ -203,14 +203,25 @@ def test_corrupt_files_are_reported_and_block_only_their_sessions(fixtures, tmp_
     assert "not a DBN file" in problems["random.dbn.zst"].reason
     assert "unsupported DBN version 9" in problems["random.dbn"].reason
 
-    # The truncated capture's header places it in the 2024-07-02 session: that session fails, naming it ...
-    with pytest.raises(SourceError, match=r"cut_mbp1\.dbn\.zst: truncated zstd stream"):
-        source.acquire(dt.date(2024, 7, 2))
+    # The truncated capture's header places it in the 2024-07-02 session: it is handed over as
+    # unusable for that session, naming it and the venue/schema it claims (raw/dbn_files fails
+    # the session or records the lower tier) ...
+    july = source.acquire(dt.date(2024, 7, 2))
+    placed = {u.path.name: u for u in july.unusable if u.placed}
+    assert set(placed) == {"cut_mbp1.dbn.zst"} and not july.files
+    assert "truncated zstd stream" in str(placed["cut_mbp1.dbn.zst"])
+    assert (placed["cut_mbp1.dbn.zst"].venue, placed["cut_mbp1.dbn.zst"].schema) == (FUTURES, "mbp-1")
+    # ... the cut 2013-10-09 copy is placed by its Databento batch name although its header is gone ...
+    ninth = source.acquire(dt.date(2013, 10, 9))
+    assert [u.path.name for u in ninth.unusable if u.placed] == [OHLCV_FILES[2]]
+    assert ninth.unusable[0].schema == "ohlcv-1m"
     # ... other sessions work, and every acquire warns about the files it could not place in time.
     caplog.clear()
     with caplog.at_level("WARNING"):
-        assert _names(source.acquire(dt.date(2013, 10, 7)).get(FUTURES, "ohlcv-1m")) == [OHLCV_FILES[0]]
-    assert "3 DBN file(s)" in caplog.text and "time range is unknown" in caplog.text and OHLCV_FILES[2] in caplog.text
+        seventh = source.acquire(dt.date(2013, 10, 7))
+    assert _names(seventh.get(FUTURES, "ohlcv-1m")) == [OHLCV_FILES[0]]
+    assert sorted(u.path.name for u in seventh.unusable if not u.placed) == ["random.dbn", "random.dbn.zst"]
+    assert "2 DBN file(s)" in caplog.text and "time range is unknown" in caplog.text and "random.dbn.zst" in caplog.text
     with pytest.raises(SourceError, match="4 unusable DBN file"):
         LocalDbnSource(tmp_path, strict=True).acquire(dt.date(2013, 10, 7))
 
@@ -219,8 +230,9 @@ def test_duplicate_copies_are_an_error_not_double_data(fixtures, tmp_path):
     src = fixtures / "real-es-ohlcv-1m" / OHLCV_FILES[0]
     shutil.copy(src, tmp_path / OHLCV_FILES[0])
     (tmp_path / OHLCV_FILES[0].removesuffix(".zst")).write_bytes(_decompressed(src))
-    with pytest.raises(SourceError, match="duplicate data"):
-        LocalDbnSource(tmp_path).acquire(dt.date(2013, 10, 7))
+    session = LocalDbnSource(tmp_path).acquire(dt.date(2013, 10, 7))
+    assert not session.files  # neither copy is used ...
+    assert len(session.unusable) == 2 and all("duplicate data" in u.reason for u in session.unusable)  # ... both reported
 
 
 def test_inconclusive_symbols_fall_back_to_instrument_class_then_directory(fixtures, tmp_path):

@@ -7,8 +7,8 @@ import numpy as np
 import polars as pl
 
 from ..lake import Lake
-from ..lib.calendar import session_window
-from ..lib.dbn_decode import FRAME_SCHEMAS, DbnDecodeError, DecodeStats, decode_frames, instrument_symbols
+from ..lib.calendar import previous_session, session_window
+from ..lib.dbn_decode import BOOK_DEPTH, FRAME_SCHEMAS, DbnDecodeError, DecodeStats, decode_frames, instrument_symbols
 from ..lib.front_month import (
     CHOSEN_BY_ROLL_CALENDAR,
     FRONT_MONTH_SCHEMA,
@@ -18,10 +18,11 @@ from ..lib.front_month import (
     front_symbol,
     session_volume,
 )
-from ..lib.quality import crossed_book_share, schema_mismatches, timestamp_regressions
+from ..lib.quality import (ES_TICK, PRICE_BAND, crossed_book_share, duplicate_records, price_sanity, schema_mismatches,
+                           timestamp_regressions)
 from ..resources import LakeResource, PipelineSettings
 from ..sources.base import FUTURES, SessionFiles
-from ..partitioned import RangeRun, session_asset_defaults, stamp
+from ..partitioned import RangeRun, blocking_check, session_asset_defaults, stamp
 from . import BRONZE_SCHEMA_VERSION
 from .manifest import session_files
 
@@ -30,6 +31,8 @@ SCHEMA_MATCHES = "SCHEMA_MATCHES"
 MONOTONIC_TIMESTAMPS = "MONOTONIC_TIMESTAMPS"
 NO_CROSSED_BOOK = "NO_CROSSED_BOOK"
 NON_EMPTY_RTH = "NON_EMPTY_RTH"
+NO_DUPLICATE_RECORDS = "NO_DUPLICATE_RECORDS"
+PRICE_SANITY = "PRICE_SANITY"
 
 FRONT_MONTH_KEY = dg.AssetKey(["bronze", "front_month_contract"])
 
@@ -111,7 +114,9 @@ def front_month_contract(
     store = lake.lake()
     run = RangeRun(context)
     run.run(lambda session: write_front_month(store, settings, session),
-            expected=(NoFrontMonthError, DbnDecodeError, FileNotFoundError))
+            expected=(NoFrontMonthError, DbnDecodeError, FileNotFoundError),
+            empty=lambda session, _: store.write_frames("bronze", "front_month_contract", session, [], FRONT_MONTH_SCHEMA,
+                                                        stamp(settings, BRONZE_SCHEMA_VERSION)))
     flagged = {day: s["dominance"] for day, s in run.per_session.items() if s["roll_contaminated"]}
     by_calendar = sorted(day for day, s in run.per_session.items() if s["chosen_by"] == CHOSEN_BY_ROLL_CALENDAR)
     return dg.MaterializeResult(
@@ -170,14 +175,60 @@ def bronze_futures_schema(schema: str) -> dict[str, pl.DataType]:
     return FRAME_SCHEMAS[schema] | {"symbol": pl.Utf8}
 
 
-def _quality_checks(store: Lake, table: str, schema: str, sessions: dict[str, dict], settings: PipelineSettings, key):
-    """Schema, monotonic timestamps, crossed book and non-empty RTH over the run's sessions.
+# What identifies one record: the same key twice is a double-ingested file or chunk.
+DUPLICATE_KEYS = {
+    "trades": ["ts_event", "ts_recv", "instrument_id", "sequence", "action", "side", "price", "size", "flags"],
+    "mbp-10": ["ts_event", "ts_recv", "instrument_id", "sequence", "action", "side", "price", "size", "flags", "depth"],
+    "ohlcv-1m": ["ts_event", "instrument_id"],  # one bar per instrument and minute, whatever its values
+}
 
+
+def required_prices(schema: str) -> dict[str, pl.Expr | None]:
+    """Price columns that must hold a sane price, and when: every trade and bar price; a book
+    update's own price unless it clears the book (action R); a book level only while it has size."""
+    if schema == "trades":
+        return {"price": None}
+    if schema == "ohlcv-1m":
+        return {column: None for column in ("open", "high", "low", "close")}
+    levels = {f"{side}_px_{level:02d}": pl.col(f"{side}_sz_{level:02d}") > 0
+              for level in range(BOOK_DEPTH) for side in ("bid", "ask")}
+    return {"price": pl.col("action") != "R", **levels}
+
+
+def previous_close(store: Lake, session: dt.date) -> float | None:
+    """The last sane front-month price of the previous session (trades, else 1-min closes), or None
+    when that session is absent, empty or quarantined — then the session's own median stands in."""
+    try:
+        before = previous_session(session)
+    except ValueError:
+        return None
+    for table, column in (("futures_trades", "price"), ("futures_ohlcv_1m", "close")):
+        if not store.has_partition("bronze", table, before):
+            continue
+        px = pl.col(column)
+        last = (store.scan("bronze", table, before).filter(px.is_not_nan() & (px > 0))
+                .select(px.sort_by("ts_event").last()).collect().item())
+        if last is not None:
+            return float(last)
+    return None
+
+
+def write_empty_table(store: Lake, settings: PipelineSettings, session: dt.date, schema: str, table: str) -> None:
+    """A flagged empty session's typed, empty partition."""
+    store.write_frames("bronze", table, session, [], bronze_futures_schema(schema), stamp(settings, BRONZE_SCHEMA_VERSION))
+
+
+def _quality_checks(store: Lake, table: str, schema: str, run: RangeRun, settings: PipelineSettings, key):
+    """Schema, duplicates, monotonic timestamps, crossed book, price sanity and non-empty RTH.
+
+    Every check but NON_EMPTY_RTH's WARN is blocking: a failing session's partition is
+    quarantined (partitioned.blocking_check), so no later run reads it until it is rebuilt.
     A schema the source does not have (a lower tier) yields an empty, typed partition and
-    is not an empty-RTH failure.
+    is not an empty-RTH failure; a flagged empty session (raw/dbn_files) is a WARN.
     """
     expected = bronze_futures_schema(schema)
-    schema_problems, ts_problems, crossed, empty_rth = {}, {}, {}, []
+    sessions = run.per_session
+    schema_problems, ts_problems, crossed, empty_rth, duplicates, prices = {}, {}, {}, {}, {}, {}
     for day in sessions:
         frame = store.scan("bronze", table, day)
         if problems := schema_mismatches(dict(frame.collect_schema()), expected):
@@ -186,7 +237,12 @@ def _quality_checks(store: Lake, table: str, schema: str, sessions: dict[str, di
         window = session_window(dt.date.fromisoformat(day))
         rth_rows = frame.filter(pl.col("ts_event").is_between(window.rth_open_ns, window.close_ns, closed="left"))
         if sessions[day]["schema_present"] and rth_rows.select(pl.len()).collect().item() == 0:
-            empty_rth.append(day)
+            empty_rth[day] = f"no front-month {schema} in RTH for {sessions[day]['front_month']} on {day}"
+        if repeated := duplicate_records(frame, DUPLICATE_KEYS[schema]):
+            duplicates[day] = {"duplicated_records": repeated}
+        sanity = price_sanity(frame, required_prices(schema), previous_close(store, dt.date.fromisoformat(day)))
+        if sanity["bad_rows"]:
+            prices[day] = {k: sanity[k] for k in ("bad_rows", "problems", "reference", "reference_source")}
         if schema != "ohlcv-1m":
             regressions = timestamp_regressions(frame)
             if any(regressions.values()):
@@ -195,26 +251,42 @@ def _quality_checks(store: Lake, table: str, schema: str, sessions: dict[str, di
             share = crossed_book_share(frame)
             if share["share"] > settings.crossed_book_tolerance:
                 crossed[day] = share
+    partition = [("bronze", table)]
     results = [
-        dg.AssetCheckResult(asset_key=key, check_name=SCHEMA_MATCHES, passed=not schema_problems,
-                            metadata={"problems": dg.MetadataValue.json(schema_problems)}),
-        dg.AssetCheckResult(asset_key=key, check_name=NON_EMPTY_RTH, passed=not empty_rth,
-                            metadata={"sessions_with_empty_rth": dg.MetadataValue.json(empty_rth)}),
+        blocking_check(store, SCHEMA_MATCHES, schema_problems, partition, asset_key=key),
+        blocking_check(store, NO_DUPLICATE_RECORDS, duplicates, partition, asset_key=key,
+                       identifying_fields=", ".join(DUPLICATE_KEYS[schema])),
+        blocking_check(store, PRICE_SANITY, prices, partition, asset_key=key,
+                       tick=ES_TICK, band=PRICE_BAND),
+        _non_empty_rth(store, key, empty_rth, run.empty, partition),
     ]
     if schema != "ohlcv-1m":
-        results.append(dg.AssetCheckResult(asset_key=key, check_name=MONOTONIC_TIMESTAMPS, passed=not ts_problems,
-                                           metadata={"regressions": dg.MetadataValue.json(ts_problems)}))
+        results.append(blocking_check(store, MONOTONIC_TIMESTAMPS, ts_problems, partition, asset_key=key))
     if schema == "mbp-10":
-        results.append(dg.AssetCheckResult(asset_key=key, check_name=NO_CROSSED_BOOK, passed=not crossed,
-                                           metadata={"crossed": dg.MetadataValue.json(crossed),
-                                                     "tolerance": settings.crossed_book_tolerance}))
+        results.append(blocking_check(store, NO_CROSSED_BOOK, crossed, partition, asset_key=key,
+                                      tolerance=settings.crossed_book_tolerance))
     return results
+
+
+def _non_empty_rth(store: Lake, key, empty_rth: dict, flagged: dict, partition) -> dg.AssetCheckResult:
+    """An unexpected empty RTH blocks (and quarantines); a session raw/dbn_files flagged empty is a WARN."""
+    if empty_rth or not flagged:
+        return blocking_check(store, NON_EMPTY_RTH, empty_rth, partition, asset_key=key,
+                              flagged_empty_sessions=dg.MetadataValue.json(flagged))
+    return dg.AssetCheckResult(asset_key=key, check_name=NON_EMPTY_RTH, passed=False, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"flagged_empty_sessions": dg.MetadataValue.json(flagged)})
 
 
 def _check_specs(key: dg.AssetKey, schema: str) -> list[dg.AssetCheckSpec]:
     specs = [
         dg.AssetCheckSpec(SCHEMA_MATCHES, asset=key, blocking=True, description="Columns and dtypes are the bronze schema"),
-        dg.AssetCheckSpec(NON_EMPTY_RTH, asset=key, blocking=True, description="The front month has records in RTH"),
+        dg.AssetCheckSpec(NON_EMPTY_RTH, asset=key, blocking=True,
+                          description="The front month has records in RTH (WARN for a session flagged empty)"),
+        dg.AssetCheckSpec(NO_DUPLICATE_RECORDS, asset=key, blocking=True,
+                          description="No record repeats another on its identifying fields"),
+        dg.AssetCheckSpec(PRICE_SANITY, asset=key, blocking=True,
+                          description="Every price defined (not UNDEF), > 0, on the 0.25 tick, within ±10% of the "
+                                      "previous session's close (else the session median)"),
     ]
     if schema != "ohlcv-1m":
         specs.append(dg.AssetCheckSpec(MONOTONIC_TIMESTAMPS, asset=key, blocking=True,
@@ -240,10 +312,11 @@ def build_futures_table_asset(schema: str, table: str, description: str) -> dg.A
         store = lake.lake()
         run = RangeRun(context)
         run.run(lambda session: write_front_month_table(store, settings, session, schema, table),
-                expected=(DbnDecodeError, FileNotFoundError))
+                expected=(DbnDecodeError, FileNotFoundError),
+                empty=lambda session, _: write_empty_table(store, settings, session, schema, table))
         return dg.MaterializeResult(
             metadata=run.metadata(**{"dagster/row_count": run.total("rows"), "records_read": run.total("records_read")}),
-            check_results=_quality_checks(store, table, schema, run.per_session, settings, key),
+            check_results=_quality_checks(store, table, schema, run, settings, key),
         )
 
     return _asset

@@ -13,7 +13,7 @@ from ..lib.options_bronze import OPTION_DEFINITION_SCHEMA, open_interest_before,
 from ..lib.quality import schema_mismatches
 from ..resources import LakeResource, PipelineSettings
 from ..sources.base import OPTIONS
-from ..partitioned import RangeRun, session_asset_defaults, stamp
+from ..partitioned import RangeRun, blocking_check, session_asset_defaults, stamp
 from . import BRONZE_SCHEMA_VERSION
 from .futures import FRONT_MONTH_KEY, read_front_month
 from .manifest import session_files
@@ -41,8 +41,13 @@ def _schema_check(store, table: str, key: dg.AssetKey, expected: dict, days) -> 
         for day in days
         if (found := schema_mismatches(dict(store.scan("bronze", table, day).collect_schema()), expected))
     }
-    return dg.AssetCheckResult(asset_key=key, check_name=SCHEMA_MATCHES, passed=not problems,
-                               metadata={"problems": dg.MetadataValue.json(problems)})
+    return blocking_check(store, SCHEMA_MATCHES, problems, [("bronze", table)], asset_key=key)
+
+
+def _write_empty(store, settings: PipelineSettings, table: str, schema: dict):
+    """The typed empty partition of a session raw/dbn_files flagged as without data."""
+    return lambda session, _reason: store.write_frames("bronze", table, session, [], schema,
+                                                       stamp(settings, BRONZE_SCHEMA_VERSION))
 
 
 def _schema_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
@@ -74,7 +79,8 @@ def bronze_options_definitions(
         return {"rows": written.rows, "zero_dte": int(options["is_0dte"].sum()), "underlying": front,
                 "schema_present": files.has(OPTIONS, "definition")}
 
-    run.run(build, expected=(DbnDecodeError, FileNotFoundError))
+    run.run(build, expected=(DbnDecodeError, FileNotFoundError),
+            empty=_write_empty(store, settings, "options_definitions", OPTION_DEFINITION_SCHEMA))
     return dg.MaterializeResult(
         metadata=run.metadata(**{"dagster/row_count": run.total("rows")}),
         check_results=[_schema_check(store, "options_definitions", OPTION_DEFINITIONS_KEY, OPTION_DEFINITION_SCHEMA, run.per_session)],
@@ -116,7 +122,7 @@ def build_options_events_asset(schema: str, table: str, description: str) -> dg.
             written = store.write_frames("bronze", table, session, frames, out_schema, stamp(settings, BRONZE_SCHEMA_VERSION))
             return {"rows": written.rows, "schema_present": files.has(OPTIONS, schema)}
 
-        run.run(build, expected=(DbnDecodeError, FileNotFoundError))
+        run.run(build, expected=(DbnDecodeError, FileNotFoundError), empty=_write_empty(store, settings, table, out_schema))
         return dg.MaterializeResult(
             metadata=run.metadata(**{"dagster/row_count": run.total("rows")}),
             check_results=[_schema_check(store, table, key, out_schema, run.per_session)],
@@ -157,7 +163,8 @@ def bronze_options_open_interest(
         written = store.write_frames("bronze", "options_open_interest", session, [oi], OPEN_INTEREST_SCHEMA, stamp(settings, BRONZE_SCHEMA_VERSION))
         return {"rows": written.rows, "total_open_interest": int(oi["open_interest"].sum())}
 
-    run.run(build, expected=(DbnDecodeError, FileNotFoundError))
+    run.run(build, expected=(DbnDecodeError, FileNotFoundError),
+            empty=_write_empty(store, settings, "options_open_interest", OPEN_INTEREST_SCHEMA))
     return dg.MaterializeResult(
         metadata=run.metadata(**{"dagster/row_count": run.total("rows")}),
         check_results=[_schema_check(store, "options_open_interest", OPEN_INTEREST_KEY, OPEN_INTEREST_SCHEMA, run.per_session)],

@@ -22,7 +22,7 @@ from ..lib.state import (
     find_session_anchors,
     state_schema,
 )
-from ..partitioned import RangeRun, session_asset_defaults, stamp
+from ..partitioned import RangeRun, blocking_check, session_asset_defaults, stamp
 from ..resources import LakeResource, PipelineSettings
 from .checks import atr_plausibility, label_share_check, levels_ordered, state_nan_check
 from .inputs import BARS_1M_SCHEMA, load_session_inputs, read_bars
@@ -38,6 +38,15 @@ def key(table: str) -> dg.AssetKey:
 
 def bronze(table: str) -> dg.AssetKey:
     return dg.AssetKey(["bronze", table])
+
+
+def write_empty(store: Lake, settings: PipelineSettings, schemas: dict[str, dict]):
+    """For a session raw/dbn_files flagged as without data: each table's typed, empty partition
+    (a session with no bars, levels, anchors, state rows or labels)."""
+    def write(session: dt.date, _reason: str) -> None:
+        for table, schema in schemas.items():
+            store.write_frames("silver", table, session, [], schema, stamp(settings, SILVER_SCHEMA_VERSION))
+    return write
 
 
 RAW_FILES = dg.AssetKey(["raw", "dbn_files"])
@@ -80,7 +89,8 @@ def silver_bars(context: dg.AssetExecutionContext, lake: LakeResource, settings:
         return {"bars_1m": bars.bars_1m.height, "bars_10s": 0 if bars.bars_10s is None else bars.bars_10s.height,
                 "median_rth_atr": atr_plausibility(bars.bars_1m, session)["median_rth_atr"]}
 
-    run.run(build, expected=EXPECTED)
+    run.run(build, expected=EXPECTED,
+            empty=write_empty(store, settings, {"bars_10s": BAR_SCHEMA, "bars_1m": BARS_1M_SCHEMA, "bars_2m": BAR_SCHEMA}))
     atr_by_day = {day: s["median_rth_atr"] for day, s in run.per_session.items()}
     implausible = {day: v for day, v in atr_by_day.items() if v is None or not 0.25 <= v <= 15}
     for name, asset_key in BARS_KEYS.items():
@@ -118,12 +128,11 @@ def silver_levels(context: dg.AssetExecutionContext, lake: LakeResource, setting
         static = {r["level_kind"]: r["price"] for r in levels.filter(~pl.col("level_kind").is_in(["SMA_90", "EMA_20"])).iter_rows(named=True)}
         return {"rows": levels.height, "warmup_from_previous_session": inputs.warmup_bars_2m is not None, **static}
 
-    run.run(build, expected=EXPECTED)
+    run.run(build, expected=EXPECTED, empty=write_empty(store, settings, {"levels": LEVEL_SCHEMA}))
     disordered = {day: problems for day, s in run.per_session.items() if (problems := levels_ordered(s))}
     return dg.MaterializeResult(
         metadata=run.metadata(**{"dagster/row_count": run.total("rows")}),
-        check_results=[dg.AssetCheckResult(check_name=LEVELS_ORDERED, passed=not disordered,
-                                           metadata={"problems": dg.MetadataValue.json(disordered)})],
+        check_results=[blocking_check(store, LEVELS_ORDERED, disordered, [("silver", "levels")])],
     )
 
 
@@ -148,7 +157,7 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource, setting
         store.write_frames("silver", "events", session, [events], EVENT_SCHEMA, stamp(settings, SILVER_SCHEMA_VERSION))
         return {"rows": events.height, "up": int((events["direction"] == "UP").sum()), "tier": inputs.tier}
 
-    run.run(build, expected=EXPECTED)
+    run.run(build, expected=EXPECTED, empty=write_empty(store, settings, {"events": EVENT_SCHEMA}))
     out_of_band = {day: s["rows"] for day, s in run.per_session.items() if not 1 <= s["rows"] <= 200}
     return dg.MaterializeResult(
         metadata=run.metadata(**{"dagster/row_count": run.total("rows")}),
@@ -186,7 +195,7 @@ def silver_state(context: dg.AssetExecutionContext, lake: LakeResource, settings
         store.write_frames("silver", "state", session, [state], state_schema(), stamp(settings, STATE_SCHEMA_VERSION))
         return {"rows": state.height, "tier": inputs.tier, "in_approach_rows": int(state["in_approach"].sum())}
 
-    run.run(build, expected=EXPECTED)
+    run.run(build, expected=EXPECTED, empty=write_empty(store, settings, {"state": state_schema()}))
     days = list(run.per_session)
     nan_problems = {day: p for day in days if (p := state_nan_check(store.read("silver", "state", day)))}
     schema_problems = {day: p for day in days
@@ -194,10 +203,8 @@ def silver_state(context: dg.AssetExecutionContext, lake: LakeResource, settings
     return dg.MaterializeResult(
         metadata=run.metadata(**{"dagster/row_count": run.total("rows")}),
         check_results=[
-            dg.AssetCheckResult(check_name=NO_NAN_IN_REQUIRED, passed=not nan_problems,
-                                metadata={"problems": dg.MetadataValue.json(nan_problems)}),
-            dg.AssetCheckResult(check_name=SCHEMA_MATCHES, passed=not schema_problems,
-                                metadata={"problems": dg.MetadataValue.json(schema_problems)}),
+            blocking_check(store, NO_NAN_IN_REQUIRED, nan_problems, [("silver", "state")]),
+            blocking_check(store, SCHEMA_MATCHES, schema_problems, [("silver", "state")]),
         ],
     )
 
@@ -236,7 +243,7 @@ def silver_labels(context: dg.AssetExecutionContext, lake: LakeResource, setting
         counts = dict(zip(*np.unique(labels["label"].to_numpy(), return_counts=True))) if labels.height else {}
         return {"rows": labels.height, **{k: int(v) for k, v in counts.items()}}
 
-    run.run(build, expected=EXPECTED)
+    run.run(build, expected=EXPECTED, empty=write_empty(store, settings, {"labels": label_schema(config)}))
     verdict = label_share_check(run.per_session)
     return dg.MaterializeResult(
         metadata=run.metadata(**{"dagster/row_count": run.total("rows")}),

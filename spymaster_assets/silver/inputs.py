@@ -59,14 +59,16 @@ def load_session_inputs(store: Lake, session: dt.date, *, book: bool = True, opt
 
 
 def previous_bars_2m(store: Lake, session: dt.date) -> pl.DataFrame | None:
-    """The previous session's 2-min bars (the dynamic levels' warm-up), or None when absent."""
+    """The previous session's 2-min bars (the dynamic levels' warm-up), or None when absent,
+    empty (a session flagged without data) or quarantined."""
     try:
         before = previous_session(session)
     except ValueError:
         return None
     if not store.has_partition("silver", "bars_2m", before):
         return None
-    return store.read("silver", "bars_2m", before)
+    bars = store.read("silver", "bars_2m", before)
+    return bars if bars.height else None
 
 
 def read_bars(store: Lake, session: dt.date) -> SessionBars:

@@ -20,12 +20,32 @@ class SourceError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class UnusableFile:
+    """A file that covers the session (or may: `placed` False when its time range is unknown)
+    but cannot be used, why, and the venue/schema it claims (metadata or file name) when known."""
+
+    path: Path
+    reason: str
+    venue: str | None = None
+    schema: str | None = None
+    placed: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class SessionFiles:
-    """DBN files that cover one session's window, per (venue, schema). Missing schemas are absent keys."""
+    """DBN files that cover one session's window, per (venue, schema). Missing schemas are absent keys.
+
+    `unusable` lists files that cover the session but cannot be used (corrupt, truncated, of
+    another schema or dataset than their name says): the caller decides whether the session
+    fails or runs at the tier its usable files reach."""
 
     session: dt.date
     source: str
     files: dict[tuple[str, str], tuple[Path, ...]] = field(default_factory=dict)
+    unusable: tuple[UnusableFile, ...] = ()
 
     def get(self, venue: str, schema: str) -> tuple[Path, ...]:
         return self.files.get((venue, schema), ())

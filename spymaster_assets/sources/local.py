@@ -14,15 +14,23 @@ Venue (futures / options) comes from, in order of preference:
    writes, whose options files are requested by instrument id and so carry no symbols).
 A file whose symbols span both venues is listed under both; consumers filter by instrument.
 
-Bad files policy (corrupt files are never used):
+Bad files policy (corrupt files are never used, and never silently dropped):
 - A file that cannot be used — not DBN, corrupt or truncated, no single schema, no end time,
-  venue unknown, or an exact duplicate (same dataset, schema, range and symbols) of another
-  file — is left out of the index and reported in `source.problems`.
-- If such a file's header is readable and its range overlaps the requested session,
-  `acquire` raises SourceError naming it: the session would otherwise silently lose data.
-- A file whose header itself is unreadable cannot be placed in time; every `acquire` logs a
-  warning naming it (it might belong to that session) and carries on without it.
+  venue unknown, an exact duplicate (same dataset, schema, range and symbols) of another
+  file, or a file whose Databento batch name (`glbx-mdp3-20241209.mbp-10.dbn.zst`) its
+  metadata contradicts (another schema, dataset or day: an MBO file saved as MBP-10) — is
+  left out of the index and reported in `source.problems`.
+- Such a file is *placed* by its header's range or, when the header is unreadable or
+  contradicts the name, by the day its batch name gives: the name is what claims the
+  session. `acquire` returns it in `SessionFiles.unusable` for every session it covers,
+  with the venue/schema it claims; raw/dbn_files then fails the session or records the tier
+  it could reach (PipelineSettings.allow_tier_downgrade). A file of another dataset whose
+  range covers the session is reported the same way.
+- A file that cannot be placed at all (unreadable header, no batch name) might belong to any
+  session: every `acquire` lists it (`placed=False`) and logs a warning naming it.
 - With `strict=True`, `acquire` raises on any problem anywhere under the root.
+
+File names are never used to *read* data: only to blame a file that cannot be read.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..lib.calendar import session_window
-from .base import FUTURES, OPTIONS, SessionFiles, SourceError
+from .base import FUTURES, OPTIONS, SessionFiles, SourceError, UnusableFile
 from .dbn_header import DbnFileError, DbnHeader, check_dbn_complete, read_dbn_header, read_first_records
 
 DBN_SUFFIXES = (".dbn", ".dbn.zst")
@@ -47,6 +55,9 @@ CONTINUOUS_SYMBOL = re.compile(r"^[A-Z0-9]+\.[cnv]\.\d+$")  # e.g. ES.c.0, ES.v.
 FUTURES_OUTRIGHT = re.compile(r"^[A-Z][A-Z0-9]{0,3}[FGHJKMNQUVXZ]\d{1,2}$")  # ESU4, ESZ24, MESH5
 FUTURES_SPREAD = re.compile(r"^[A-Z0-9]+-[A-Z0-9]+$")  # calendar spread ESU4-ESZ4
 OPTION_RAW_SYMBOL = re.compile(r"^\S+ [CP]\d")  # ESM4 P5230, E1AN4 C5500
+# Databento batch layout, one file per UTC day: <dataset>-<YYYYMMDD>.<schema>.dbn[.zst]
+BATCH_NAME = re.compile(r"^(?P<dataset>[a-z0-9]+-[a-z0-9]+)-(?P<day>\d{8})\.(?P<schema>[a-z0-9-]+)\.dbn(?:\.zst)?$")
+NS_PER_DAY = 86_400 * 1_000_000_000
 
 FUTURES_INSTRUMENT_CLASSES = frozenset({"F", "S"})  # future, future spread
 OPTIONS_INSTRUMENT_CLASSES = frozenset({"C", "P", "T", "M"})  # call, put, option spread, mixed spread
@@ -69,15 +80,76 @@ class IndexedDbnFile:
 
 
 @dataclass(frozen=True)
+class BatchName:
+    """What a Databento batch file name claims: dataset, schema and the UTC day it holds."""
+
+    dataset: str
+    schema: str
+    start_ns: int
+
+    @property
+    def end_ns(self) -> int:
+        return self.start_ns + NS_PER_DAY
+
+    def contradictions(self, header: DbnHeader) -> list[str]:
+        found = []
+        if header.dataset != self.dataset:
+            found.append(f"dataset {header.dataset}")
+        if header.schema != self.schema:
+            found.append(f"schema {header.schema}")
+        if header.end_ns is not None and not (header.start_ns < self.end_ns and header.end_ns > self.start_ns):
+            found.append(f"range {_iso(header.start_ns)} – {_iso(header.end_ns)}")
+        return found
+
+
+def batch_name(path: Path) -> BatchName | None:
+    match = BATCH_NAME.match(path.name)
+    if not match:
+        return None
+    try:
+        day = dt.datetime.strptime(match["day"], "%Y%m%d").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+    dataset = match["dataset"].upper().replace("-", ".", 1)
+    return BatchName(dataset, match["schema"], int(day.timestamp()) * 1_000_000_000)
+
+
+@dataclass(frozen=True)
 class DbnProblem:
-    """A file left out of the index. `header` is set when the metadata was readable (its range is known)."""
+    """A file left out of the index. `header` is set when the metadata was readable; `name` when the
+    file is named in Databento's batch layout; `venues` when its venue could be told."""
 
     path: Path
     reason: str
     header: DbnHeader | None = None
+    name: BatchName | None = None
+    venues: frozenset[str] = frozenset()
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
+
+    @property
+    def placed(self) -> bool:
+        return self.name is not None or (self.header is not None and self.header.end_ns is not None)
+
+    @property
+    def dataset(self) -> str | None:
+        return self.name.dataset if self.name is not None else (self.header.dataset if self.header else None)
+
+    @property
+    def schema(self) -> str | None:
+        """The schema the file claims: its name's (what the user meant), else its header's."""
+        return self.name.schema if self.name is not None else (self.header.schema if self.header else None)
+
+    def covers(self, start_ns: int, end_ns: int) -> bool:
+        """Whether the file claims data in [start, end): by its name when it has one, else by its header."""
+        if self.name is not None:
+            return self.name.start_ns < end_ns and self.name.end_ns > start_ns
+        return self.header is not None and _overlaps(self.header, start_ns, end_ns)
+
+    def unusable(self, placed: bool = True) -> UnusableFile:
+        venue = next(iter(self.venues)) if len(self.venues) == 1 else None
+        return UnusableFile(self.path, self.reason, venue, self.schema, placed)
 
 
 def venues_from_symbols(symbols: Iterable[str]) -> frozenset[str]:
@@ -155,14 +227,16 @@ class LocalDbnSource:
         if self.strict and self._problems:
             listing = "; ".join(map(str, self._problems))
             raise SourceError(f"{len(self._problems)} unusable DBN file(s) under {self.root}: {listing}")
-        blocking = [
-            p for p in self._problems
-            if p.header is not None and p.header.dataset == self.dataset and _overlaps(p.header, start_ns, end_ns)
+        unusable = [
+            p.unusable() for p in self._problems
+            if p.placed and p.dataset == self.dataset and p.covers(start_ns, end_ns)
         ]
-        if blocking:
-            listing = "; ".join(map(str, blocking))
-            raise SourceError(f"session {session}: unusable DBN file(s) cover this session: {listing}")
-        unplaceable = [p for p in self._problems if p.header is None or p.header.end_ns is None]
+        unusable += [
+            UnusableFile(f.path, f"dataset {f.header.dataset}, expected {self.dataset}", next(iter(f.venues)), f.schema)
+            for f in usable
+            if f.header.dataset != self.dataset and len(f.venues) == 1 and f.overlaps(start_ns, end_ns)
+        ]
+        unplaceable = [p for p in self._problems if not p.placed]
         if unplaceable:
             # Their time range is unknown, so they might belong to this session: say so on every acquire.
             self._log.warning(
@@ -175,7 +249,8 @@ class LocalDbnSource:
                 for venue in sorted(indexed.venues):
                     grouped[(venue, indexed.schema)].append(indexed.path)
         files = {key: tuple(paths) for key, paths in grouped.items()}
-        return SessionFiles(session=session, source=self.name, files=files)
+        return SessionFiles(session=session, source=self.name, files=files,
+                            unusable=tuple(unusable) + tuple(p.unusable(placed=False) for p in unplaceable))
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -190,26 +265,39 @@ class LocalDbnSource:
         return entry
 
     def _read(self, path: Path) -> IndexedDbnFile | DbnProblem:
+        name = batch_name(path)
         try:
             header = read_dbn_header(path)
         except DbnFileError as exc:
-            return DbnProblem(path, _reason(exc, path))
+            return DbnProblem(path, _reason(exc, path), None, name, self._directory_venues(path))
+        venues, evidence = self._classify(path, header)
+        if name is not None and (contradictions := name.contradictions(header)):
+            return DbnProblem(
+                path,
+                f"named as {name.dataset} {name.schema} of {_iso(name.start_ns)[:10]} but its metadata says "
+                + ", ".join(contradictions),
+                header, name, venues,
+            )
         try:
             check_dbn_complete(path)
         except DbnFileError as exc:
-            return DbnProblem(path, _reason(exc, path), header)
+            return DbnProblem(path, _reason(exc, path), header, name, venues)
         if header.schema is None:
-            return DbnProblem(path, "metadata names no single schema (mixed-schema stream)", header)
+            return DbnProblem(path, "metadata names no single schema (mixed-schema stream)", header, name, venues)
         if header.end_ns is None:
-            return DbnProblem(path, "metadata has no end time (live capture?); its session cannot be placed", header)
-        venues, evidence = self._classify(path, header)
+            return DbnProblem(path, "metadata has no end time (live capture?); its session cannot be placed",
+                              header, name, venues)
         if not venues:
             return DbnProblem(
                 path,
                 "cannot tell futures from options: symbols are inconclusive and no futures/options directory",
-                header,
+                header, name,
             )
         return IndexedDbnFile(path, header, venues, evidence)
+
+    def _directory_venues(self, path: Path) -> frozenset[str]:
+        parts = set(path.relative_to(self.root).parts[:-1])
+        return frozenset(v for v in (FUTURES, OPTIONS) if v in parts)
 
     def _classify(self, path: Path, header: DbnHeader) -> tuple[frozenset[str], str]:
         candidates = [*header.symbols, *header.mappings]
@@ -227,9 +315,7 @@ class LocalDbnSource:
             venues = venues_from_instrument_classes(classes)
             if venues:
                 return venues, "instrument_class"
-        parts = set(path.relative_to(self.root).parts[:-1])
-        venues = frozenset(v for v in (FUTURES, OPTIONS) if v in parts)
-        return venues, "directory"
+        return self._directory_venues(path), "directory"
 
 
 def _dbn_files(root: Path) -> list[Path]:
@@ -238,6 +324,10 @@ def _dbn_files(root: Path) -> list[Path]:
 
 def _overlaps(header: DbnHeader, start_ns: int, end_ns: int) -> bool:
     return header.end_ns is not None and header.start_ns < end_ns and header.end_ns > start_ns
+
+
+def _iso(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def _instrument_class(record) -> str:
