@@ -12,7 +12,6 @@ from spymaster_assets.lib.break_model import (
     BreakModelConfig,
     Calibrator,
     class_indices,
-    serving_decision,
     train_break_model,
 )
 from spymaster_assets.lib.validation import session_span_ns
@@ -190,20 +189,6 @@ def test_unknown_labels_are_an_error():
     assert class_indices(["BREAK", "CHOP", "REJECT"]).tolist() == [0, 2, 1]
     with pytest.raises(ValueError):
         class_indices(["BREAK", None])
-
-
-def test_serving_decision():
-    new, current = {"brier_skill": 0.12, "brier": 0.20, "wf_auc": 0.70}, {"brier_skill": 0.10, "brier": 0.21, "wf_auc": 0.72}
-    assert serving_decision(new, current)[0]  # higher skill wins
-    assert not serving_decision(new, current, min_improvement=0.05)[0]  # …but not by the required margin
-    assert serving_decision(new, current, metric="brier")[0]  # lower Brier wins
-    assert not serving_decision(new, current, metric="wf_auc")[0]  # prefixed names resolve their direction
-    assert not serving_decision(current, current)[0]  # a tie keeps the incumbent
-    promote, reason = serving_decision(new, None)
-    assert promote and "no serving model" in reason
-    assert not serving_decision({"brier_skill": float("nan")}, current)[0]
-    with pytest.raises(ValueError):
-        serving_decision(new, current, metric="sharpe")
 
 
 @pytest.mark.slow
