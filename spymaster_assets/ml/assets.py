@@ -11,6 +11,7 @@
 
 import datetime as dt
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -138,6 +139,47 @@ def _iso(value) -> str | None:
     return None if value is None else str(value)
 
 
+def build_model_partition(store: Lake, session: dt.date, wanted_hash: str, file_stamp: dict[str, str], cache: dict,
+                          mlflow_home: Path | None, dagster_run_id: str = "", log=None) -> dict:
+    """Write ml/break_model/date=`session`: reuse the retrain day's model if an earlier partition holds
+    it (same configuration), else train it (and log the retrain to MLflow under `mlflow_home`, if given).
+    Returns the partition's summary as JSON-safe values."""
+    trained_for = retrain_session(session, AS_OF.retrain_every)
+    source = reusable_partition(store, session, trained_for, wanted_hash)
+    staging = store.staging_dir(LAYER, TABLE, session)
+    try:
+        if source is not None:
+            row = read_summary(store, source) | {"reused_from": dt.date.fromisoformat(source)}
+            if row["status"] != NOT_ENOUGH_HISTORY:
+                copy_model_files(model_dir(store, source), staging)
+                row["status"] = REUSED
+        else:
+            row, model = train_as_of(store, trained_for, staging, cache)
+            if model is not None and mlflow_home is not None:
+                row["mlflow_run_id"], _ = log_retrain(
+                    mlflow_home, staging, run_name=f"break_model as of {trained_for} (partition {session})",
+                    params={**{f"model.{k}": v for k, v in MODEL_CONFIG.as_dict().items()},
+                            **{f"as_of.{k}": v for k, v in AS_OF.as_dict().items()},
+                            "trained_for": trained_for.isoformat(), "trained_on_first": _iso(row["trained_on_first"]),
+                            "trained_on_last": _iso(row["trained_on_last"]), "tier": row["tier"],
+                            "n_sessions": row["n_sessions"], "n_episodes": row["n_episodes"]},
+                    metrics={k: row[k] for k in ("held_out_auc_decisive", "class_share_gap", "class_share_gap_raw",
+                                                 "base_break", "base_chop", "base_break_decisive",
+                                                 "baseline_window_auc") if row.get(k) is not None},
+                    tags={PARTITION_TAG: session.isoformat(), AS_OF_TAG: trained_for.isoformat(),
+                          CONFIG_HASH_TAG: wanted_hash, "dagster/run_id": dagster_run_id})
+        row["as_of"] = session
+        write_summary(staging, row, file_stamp | {"config_hash": wanted_hash})
+        store.publish_dir(staging, LAYER, TABLE, session)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if row["status"] == NOT_ENOUGH_HISTORY and log is not None:
+        log.warning(f"{session}: no model ({row.get('note')})")
+    return {k: (_iso(v) if isinstance(v, dt.date) else v) for k, v in row.items() if v is not None} | (
+        {"mlflow_ui": run_ui_command(mlflow_home)} if row.get("mlflow_run_id") else {})
+
+
 @dg.asset(
     key=BREAK_MODEL_KEY,
     deps=as_of_deps(EPISODES),
@@ -165,40 +207,8 @@ def break_model(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: M
     run = RangeRun(context)
 
     def build(session: dt.date) -> dict:
-        trained_for = retrain_session(session, AS_OF.retrain_every)
-        source = reusable_partition(store, session, trained_for, wanted_hash)
-        staging = store.staging_dir(LAYER, TABLE, session)
-        try:
-            if source is not None:
-                row = read_summary(store, source) | {"reused_from": dt.date.fromisoformat(source)}
-                if row["status"] != NOT_ENOUGH_HISTORY:
-                    copy_model_files(model_dir(store, source), staging)
-                    row["status"] = REUSED
-            else:
-                row, model = train_as_of(store, trained_for, staging, cache)
-                if model is not None:
-                    row["mlflow_run_id"], _ = log_retrain(
-                        home, staging, run_name=f"break_model as of {trained_for} (partition {session})",
-                        params={**{f"model.{k}": v for k, v in MODEL_CONFIG.as_dict().items()},
-                                **{f"as_of.{k}": v for k, v in AS_OF.as_dict().items()},
-                                "trained_for": trained_for.isoformat(), "trained_on_first": _iso(row["trained_on_first"]),
-                                "trained_on_last": _iso(row["trained_on_last"]), "tier": row["tier"],
-                                "n_sessions": row["n_sessions"], "n_episodes": row["n_episodes"]},
-                        metrics={k: row[k] for k in ("held_out_auc_decisive", "class_share_gap", "class_share_gap_raw",
-                                                     "base_break", "base_chop", "base_break_decisive",
-                                                     "baseline_window_auc") if row.get(k) is not None},
-                        tags={PARTITION_TAG: session.isoformat(), AS_OF_TAG: trained_for.isoformat(),
-                              CONFIG_HASH_TAG: wanted_hash, "dagster/run_id": context.run_id})
-            row["as_of"] = session
-            write_summary(staging, row, stamp(settings, SCHEMA_VERSION) | {"config_hash": wanted_hash})
-            store.publish_dir(staging, LAYER, TABLE, session)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        if row["status"] == NOT_ENOUGH_HISTORY:
-            context.log.warning(f"{session}: no model ({row.get('note')})")
-        return {k: (_iso(v) if isinstance(v, dt.date) else v) for k, v in row.items() if v is not None} | (
-            {"mlflow_ui": run_ui_command(home)} if row.get("mlflow_run_id") else {})
+        return build_model_partition(store, session, wanted_hash, stamp(settings, SCHEMA_VERSION), cache,
+                                     home, context.run_id, context.log)
 
     run.run(build, expected=EXPECTED)
     leaks = {day: s["trained_on_last"] for day, s in run.per_session.items()

@@ -92,6 +92,8 @@ def window_partitions(store: Lake, before: dt.date, count: int, embargo_sessions
 def read_window(store: Lake, days: list[str], cache: dict[str, pl.DataFrame] | None = None) -> pl.DataFrame:
     """The labelled episodes of `days` (read once per range run through `cache`), sorted by time."""
     cache = {} if cache is None else cache
+    for stale in [day for day in cache if days and day < days[0]]:  # a range run moves forward: keep one window
+        del cache[stale]
     frames = []
     for day in days:
         if day not in cache:
