@@ -28,7 +28,6 @@ from spymaster_assets.lib.calendar import session_window, trading_sessions
 from spymaster_assets.lib.episodes import episode_schema, feature_set, vector_layout
 from spymaster_assets.ml.assets import AS_OF, build_model_partition
 from spymaster_assets.ml.model_store import load_model, model_dir
-from spymaster_assets.ml.serving import explain_setups
 
 EPISODES_PER_SESSION = 40
 BASE_SESSIONS = 20
@@ -108,17 +107,21 @@ def main() -> None:
         window = pl.concat([last["lake"].read("gold", "episodes", d) for d in last["lake"].partitions("gold", "episodes")
                             if provenance["trained_on_first"] <= d <= provenance["trained_on_last"]])
         rng = np.random.default_rng(0)
-        queries = window[rng.integers(0, window.height, LATENCY_QUERIES).tolist()]
-        X = queries.select(list(predictor.feature_names)).to_numpy()
-        for i in range(20):  # warm-up: first calls pay for lazy allocations
-            explain_setups(predictor, queries[i:i + 1], window)
+        names = list(predictor.feature_names)
+        layout = {d.name: d for d in vector_layout()}
+        sections, drivers = {n: layout[n].section for n in names}, {n: layout[n].driver for n in names}
+        history = window.select(names).to_numpy().astype(np.float64)  # once per query session, as serving does
+        X = history[rng.integers(0, len(history), LATENCY_QUERIES)]
+        for row in X[:20]:  # warm-up: first calls pay for lazy allocations
+            predictor.explain(row, names, sections, drivers, history)
         predict_s, explain_s = [], []
-        for i in range(LATENCY_QUERIES):
+        for row in X:
             began = time.perf_counter()
-            predictor.predict(X[i])
+            predictor.predict(row)
             predict_s.append(time.perf_counter() - began)
             began = time.perf_counter()
-            explain_setups(predictor, queries[i:i + 1], window)
+            predictor.predict(row)
+            predictor.explain(row, names, sections, drivers, history)
             explain_s.append(time.perf_counter() - began)
         for label, samples in (("predict", predict_s), ("predict + explain", explain_s)):
             p50, p99 = np.percentile(np.asarray(samples) * 1e3, [50, 99])

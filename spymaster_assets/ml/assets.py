@@ -83,9 +83,11 @@ def config_hash(settings: PipelineSettings) -> str:
 
 
 def reusable_partition(store: Lake, session: dt.date, trained_for: dt.date, wanted_hash: str) -> str | None:
-    """The newest earlier partition (at or after the retrain day) holding the retrain day's model,
-    built with the same configuration; None when the model must be (re)trained."""
+    """An earlier partition (at or after the retrain day) holding the retrain day's model, built with the
+    same configuration: the retrain day's own partition first (a rebuilt retrain day wins over older
+    copies), then the newest copy; None when the model must be (re)trained."""
     candidates = [day for day in store.partitions(LAYER, TABLE) if trained_for.isoformat() <= day < session.isoformat()]
+    candidates.sort(key=lambda day: (day == trained_for.isoformat(), day))
     for day in reversed(candidates):
         summary = read_summary(store, day)
         same_config = store.file_metadata(LAYER, TABLE, day).get("config_hash") == wanted_hash
