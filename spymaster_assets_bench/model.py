@@ -39,7 +39,7 @@ NS_PER_S = 1_000_000_000
 def base_episodes(seed: int = 7) -> list[pl.DataFrame]:
     """`BASE_SESSIONS` sessions of T0 episodes, BREAK odds planted on approach_velocity, 10 % CHOP."""
     rng = np.random.default_rng(seed)
-    schema, supplied = episode_schema(), {d.name for d in feature_set("T0")}
+    supplied = {d.name for d in feature_set("T0")}
     frames = []
     for _ in range(BASE_SESSIONS):
         n = EPISODES_PER_SESSION

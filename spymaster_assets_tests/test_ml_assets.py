@@ -115,7 +115,13 @@ def test_each_retrain_is_an_mlflow_run_tagged_with_its_partition(built):
         assert run.data.tags["dagster/partition"] == session.isoformat()
         assert run.data.tags["spymaster.as_of"] == row["trained_for"].isoformat()
         assert run.data.params["trained_on_last"] == row["trained_on_last"].isoformat()
-        assert {a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "model")} == set(MODEL_FILES)
+        stored = {a.path.removeprefix("model/") for a in client.list_artifacts(run.info.run_id, "model")}
+        assert {*MODEL_FILES, "lightgbm_binary", "lightgbm_multiclass", "feature_importance.csv", "plots"} == stored
+        # The mlflow.lightgbm copy is the booster the lake partition serves.
+        booster = mlflow.lightgbm.load_model(f"{run.info.artifact_uri}/model/lightgbm_binary")
+        predictor, _, _ = load_model(lake, session)
+        X = lake.read("gold", "episodes", session).select(list(predictor.feature_names)).to_numpy()
+        np.testing.assert_array_equal(booster.predict(X, raw_score=True), predictor.predict(X)["raw_score"])
     versions = client.search_model_versions("name = 'spymaster_break_model'")
     assert sorted(v.run_id for v in versions) == sorted(r["mlflow_run_id"] for r in retrains.values())
     meta = result.asset_materializations_for_node("ml__break_model")[0].metadata

@@ -725,7 +725,11 @@ def fit_window_model(X, y_labels, sessions, label_end_ns, ts_ns, feature_names: 
                      "auc_decisive": metrics.roc_auc(y_held[held_decisive] == BREAK_IDX, raw[held_decisive]),
                      "mean_class_shares_raw": [float(v) for v in probs.mean(axis=0)],
                      "mean_class_shares_calibrated": [float(v) for v in class_calibrator(probs).mean(axis=0)],
-                     "held_out_class_shares": [float(v) for v in np.bincount(y_held, minlength=len(CLASSES)) / y_held.size]}
+                     "held_out_class_shares": [float(v) for v in np.bincount(y_held, minlength=len(CLASSES)) / y_held.size],
+                     # Honest for the fold models' raw scores; the calibrated map was fitted on these same episodes.
+                     "reliability_raw": metrics.reliability_table(y_held[held_decisive] == BREAK_IDX,
+                                                                  _sigmoid(raw[held_decisive]),
+                                                                  config.reliability_bins).to_dicts()}
 
     binary = _train_booster(matrix[decisive], (y_class[decisive] == BREAK_IDX).astype(np.float64), config, "binary",
                             names)

@@ -9,8 +9,9 @@ record of how each retrain came about, not the serving path. One run per retrain
 - tags: `dagster/partition` (the partition that trained it), `spymaster.as_of` (the retrain
   session), the Dagster run id, and the training process's host and pid;
 - params: model and as-of config, window range, feature set; metrics: held-out evidence;
-- artifacts under `model/`: exactly the files of the lake partition (LightGBM model text,
-  predictor JSON), checked after upload (names and sizes) before anything is registered.
+- artifacts under `model/`: the files of the lake partition (LightGBM model text, predictor
+  JSON), both boosters as `mlflow.lightgbm` models, feature importance and the held-out
+  reliability plot, checked after upload (paths and sizes) before anything is registered.
 
 Crash safety: the run is created RUNNING and ends FINISHED only after its artifacts are
 verified; only then is a registry version created (its source is that verified folder),
@@ -33,9 +34,8 @@ import math
 import os
 import socket
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 EXPERIMENT_NAME = "spymaster_break_model"
 REGISTERED_MODEL_NAME = "spymaster_break_model"
@@ -81,26 +81,16 @@ def _mlflow():
     return mlflow
 
 
-@contextmanager
-def _tracking(home: Path | str) -> Iterator:
-    """Point the fluent API at `home` for the duration, then restore whatever was set before."""
+def _client(home: Path | str):
+    """A client bound to `home`'s store; the process-wide tracking URI is never touched."""
     mlflow = _mlflow()
-    previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     Path(home).mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri(home)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield mlflow
-    finally:
-        mlflow.set_tracking_uri(previous_tracking)
-        mlflow.set_registry_uri(previous_registry)
+    return mlflow.MlflowClient(tracking_uri=tracking_uri(home), registry_uri=tracking_uri(home))
 
 
 def experiment_id(home: Path | str, name: str = EXPERIMENT_NAME) -> str:
     """The experiment's id, creating it with its artifacts under `<home>/mlflow-artifacts`."""
-    mlflow = _mlflow()
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri(home), registry_uri=tracking_uri(home))
+    client = _client(home)
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
@@ -135,8 +125,7 @@ def fail_stale_runs(home: Path | str, experiment_name: str = EXPERIMENT_NAME) ->
     """
     if not tracking_db(home).exists():
         return []
-    mlflow = _mlflow()
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri(home), registry_uri=tracking_uri(home))
+    client = _client(home)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return []
@@ -150,11 +139,35 @@ def fail_stale_runs(home: Path | str, experiment_name: str = EXPERIMENT_NAME) ->
     return [run.info.run_id for run in stale]
 
 
+def _stored_files(client, run_id: str, folder: str) -> dict[str, int]:
+    found = {}
+    for artifact in client.list_artifacts(run_id, folder):
+        if artifact.is_dir:
+            found |= _stored_files(client, run_id, artifact.path)
+        else:
+            found[artifact.path.removeprefix(MODEL_ARTIFACT_DIR + "/")] = artifact.file_size
+    return found
+
+
+def local_files(directory: Path) -> dict[str, int]:
+    """Relative path → size in bytes of every file under `directory`."""
+    return {p.relative_to(directory).as_posix(): p.stat().st_size for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
 def verify_artifacts(client, run_id: str, expected: Mapping[str, int]) -> None:
-    """The run's `model/` folder holds exactly `expected` (file name → size in bytes), or raise."""
-    stored = {Path(a.path).name: a.file_size for a in client.list_artifacts(run_id, MODEL_ARTIFACT_DIR) if not a.is_dir}
+    """The run's `model/` folder holds exactly `expected` (relative path → size in bytes), or raise."""
+    stored = _stored_files(client, run_id, MODEL_ARTIFACT_DIR)
     if stored != dict(expected):
         raise RuntimeError(f"run {run_id}: artifacts {stored} differ from the files logged {dict(expected)}")
+
+
+def save_lightgbm_flavor(booster, path: Path) -> Path:
+    """A booster as an `mlflow.lightgbm` model folder (MLmodel + model file), loadable with
+    `mlflow.lightgbm.load_model("runs:/<run>/model/<name>")` once logged inside a retrain's folder."""
+    import lightgbm
+
+    _mlflow().lightgbm.save_model(booster, str(path), pip_requirements=[f"lightgbm=={lightgbm.__version__}"])
+    return path
 
 
 def log_retrain(home: Path | str, model_dir: Path, *, params: Mapping, metrics: Mapping[str, float],
@@ -170,7 +183,7 @@ def log_retrain(home: Path | str, model_dir: Path, *, params: Mapping, metrics: 
     fail_stale_runs(home, experiment_name)
     exp_id = experiment_id(home, experiment_name)
     mlflow = _mlflow()
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri(home), registry_uri=tracking_uri(home))
+    client = _client(home)
     process = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     run = client.create_run(exp_id, run_name=run_name, tags={**dict(tags), **process})
     run_id = run.info.run_id
@@ -180,7 +193,7 @@ def log_retrain(home: Path | str, model_dir: Path, *, params: Mapping, metrics: 
         client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in finite.items()],
                          params=[Param(k, _param_value(v)) for k, v in params.items()],
                          tags=[RunTag(k, str(v)) for k, v in tags.items()])
-        files = {p.name: p.stat().st_size for p in sorted(Path(model_dir).iterdir()) if p.is_file()}
+        files = local_files(model_dir)
         client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_DIR)
         verify_artifacts(client, run_id, files)
     except BaseException:
@@ -198,20 +211,9 @@ def log_retrain(home: Path | str, model_dir: Path, *, params: Mapping, metrics: 
     return run_id, None if version is None else str(version)
 
 
-def run_metrics(home: Path | str, run_id: str) -> dict[str, float]:
-    """The latest value of every metric a run logged (pooled metrics, for serving decisions)."""
-    with _tracking(home) as mlflow:
-        return dict(mlflow.MlflowClient().get_run(run_id).data.metrics)
-
-
 def run_ui_command(home: Path | str) -> str:
     """The command that opens the MLflow UI on this tracking store."""
     return f"uv run mlflow ui --backend-store-uri {tracking_uri(home)} --host 127.0.0.1 --port 5070"
-
-
-def run_params(home: Path | str, run_id: str) -> dict[str, str]:
-    with _tracking(home) as mlflow:
-        return dict(mlflow.MlflowClient().get_run(run_id).data.params)
 
 
 ANALYSES_EXPERIMENT = "spymaster_analyses"
@@ -220,13 +222,19 @@ ANALYSES_EXPERIMENT = "spymaster_analyses"
 def log_report(home: Path | str, name: str, report_path: Path, metrics: Mapping[str, float] | None = None,
                params: Mapping | None = None) -> str:
     """One MLflow run per report materialization: the JSON as an artifact, headline numbers as metrics."""
+    from mlflow.entities import Metric, Param
+
     exp_id = experiment_id(home, ANALYSES_EXPERIMENT)
-    with _tracking(home) as mlflow:
-        with mlflow.start_run(experiment_id=exp_id, run_name=name) as run:
-            if params:
-                mlflow.log_params({k: _param_value(v) for k, v in params.items()})
-            finite = {k: v for k, v in _numeric(metrics or {}).items() if math.isfinite(v)}
-            if finite:
-                mlflow.log_metrics(finite)
-            mlflow.log_artifact(str(report_path), name)
-            return run.info.run_id
+    client = _client(home)
+    run_id = client.create_run(exp_id, run_name=name, tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}).info.run_id
+    try:
+        now = int(time.time() * 1000)
+        finite = {k: v for k, v in _numeric(metrics or {}).items() if math.isfinite(v)}
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in finite.items()],
+                         params=[Param(k, _param_value(v)) for k, v in (params or {}).items()])
+        client.log_artifact(run_id, str(report_path), name)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id

@@ -11,6 +11,7 @@
 
 import datetime as dt
 import shutil
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -22,7 +23,15 @@ from ..lib.baselines import fit_single_feature_baseline
 from ..lib.break_model import CHOP_IDX, AsOfConfig, BreakModelConfig, class_share_gap, fit_window_model
 from ..lib.calendar import session_window
 from ..lib.episodes import vector_matrix
-from ..lib.mlflow_tracking import AS_OF_TAG, CONFIG_HASH_TAG, PARTITION_TAG, log_retrain, run_ui_command
+from ..lib.metrics import reliability_png
+from ..lib.mlflow_tracking import (
+    AS_OF_TAG,
+    CONFIG_HASH_TAG,
+    PARTITION_TAG,
+    log_retrain,
+    run_ui_command,
+    save_lightgbm_flavor,
+)
 from ..partitioned import EPISODES, RangeRun, as_of_deps, session_asset_defaults, stamp
 from ..resources import LakeResource, MlflowResource, PipelineSettings
 from .model_store import (
@@ -141,6 +150,34 @@ def _iso(value) -> str | None:
     return None if value is None else str(value)
 
 
+def log_retrain_run(mlflow_home: Path, staging: Path, model, row: dict, session: dt.date, trained_for: dt.date,
+                    wanted_hash: str, dagster_run_id: str) -> str:
+    """One MLflow run for a retrain: the partition's files, both boosters as `mlflow.lightgbm` models,
+    feature importance and the held-out reliability plot; tagged with the partition and its as-of date."""
+    with tempfile.TemporaryDirectory() as scratch:
+        bundle = Path(scratch)
+        copy_model_files(staging, bundle)
+        save_lightgbm_flavor(model.binary_booster, bundle / "lightgbm_binary")
+        save_lightgbm_flavor(model.multiclass_booster, bundle / "lightgbm_multiclass")
+        (bundle / "feature_importance.csv").write_text(model.feature_importance.write_csv())
+        if model.held_out.get("reliability_raw"):
+            reliability_png({"held-out raw p(BREAK | decisive)": pl.DataFrame(model.held_out["reliability_raw"])},
+                            bundle / "plots" / "reliability.png", f"Break model as of {trained_for}: inner walk-forward")
+        run_id, _ = log_retrain(
+            mlflow_home, bundle, run_name=f"break_model as of {trained_for} (partition {session})",
+            params={**{f"model.{k}": v for k, v in MODEL_CONFIG.as_dict().items()},
+                    **{f"as_of.{k}": v for k, v in AS_OF.as_dict().items()},
+                    "config_hash": wanted_hash, "trained_for": trained_for.isoformat(),
+                    "trained_on_first": _iso(row["trained_on_first"]), "trained_on_last": _iso(row["trained_on_last"]),
+                    "tier": row["tier"], "n_sessions": row["n_sessions"], "n_episodes": row["n_episodes"]},
+            metrics={k: row[k] for k in ("held_out_auc_decisive", "class_share_gap", "class_share_gap_raw", "base_break",
+                                         "base_chop", "base_break_decisive", "baseline_window_auc")
+                     if row.get(k) is not None},
+            tags={PARTITION_TAG: session.isoformat(), AS_OF_TAG: trained_for.isoformat(), CONFIG_HASH_TAG: wanted_hash,
+                  "dagster/run_id": dagster_run_id})
+    return run_id
+
+
 def build_model_partition(store: Lake, session: dt.date, wanted_hash: str, file_stamp: dict[str, str], cache: dict,
                           mlflow_home: Path | None, dagster_run_id: str = "", log=None) -> dict:
     """Write ml/break_model/date=`session`: reuse the retrain day's model if an earlier partition holds
@@ -158,18 +195,8 @@ def build_model_partition(store: Lake, session: dt.date, wanted_hash: str, file_
         else:
             row, model = train_as_of(store, trained_for, staging, cache)
             if model is not None and mlflow_home is not None:
-                row["mlflow_run_id"], _ = log_retrain(
-                    mlflow_home, staging, run_name=f"break_model as of {trained_for} (partition {session})",
-                    params={**{f"model.{k}": v for k, v in MODEL_CONFIG.as_dict().items()},
-                            **{f"as_of.{k}": v for k, v in AS_OF.as_dict().items()},
-                            "trained_for": trained_for.isoformat(), "trained_on_first": _iso(row["trained_on_first"]),
-                            "trained_on_last": _iso(row["trained_on_last"]), "tier": row["tier"],
-                            "n_sessions": row["n_sessions"], "n_episodes": row["n_episodes"]},
-                    metrics={k: row[k] for k in ("held_out_auc_decisive", "class_share_gap", "class_share_gap_raw",
-                                                 "base_break", "base_chop", "base_break_decisive",
-                                                 "baseline_window_auc") if row.get(k) is not None},
-                    tags={PARTITION_TAG: session.isoformat(), AS_OF_TAG: trained_for.isoformat(),
-                          CONFIG_HASH_TAG: wanted_hash, "dagster/run_id": dagster_run_id})
+                row["mlflow_run_id"] = log_retrain_run(mlflow_home, staging, model, row, session, trained_for,
+                                                       wanted_hash, dagster_run_id)
         row["as_of"] = session
         write_summary(staging, row, file_stamp | {"config_hash": wanted_hash})
         store.publish_dir(staging, LAYER, TABLE, session)
