@@ -47,9 +47,14 @@ def planted(session: dt.date, rng: np.random.Generator) -> pl.DataFrame:
 
 
 def write_market(lake: Lake, seed: int = 11) -> None:
+    """Planted sessions; one episode of the second session has a NaN in a T0 dimension (bad input)."""
     rng = np.random.default_rng(seed)
     for session in SESSIONS:
-        lake.write_frame("gold", "episodes", session, planted(session, rng))
+        episodes = planted(session, rng)
+        if session == SESSIONS[1]:
+            episodes = episodes.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(float("nan"))
+                                             .otherwise(pl.col("d_atr")).alias("d_atr"))
+        lake.write_frame("gold", "episodes", session, episodes)
 
 
 def needed(home, *names):
@@ -91,6 +96,8 @@ def test_every_model_is_trained_strictly_before_its_date_and_retrained_on_cadenc
         assert row["trained_on_first"] <= row["trained_on_last"] < row["trained_for"] <= session
         assert SESSIONS.index(row["trained_for"]) - SESSIONS.index(row["trained_on_last"]) == 1 + AS_OF.embargo_sessions
         assert row["n_sessions"] >= AS_OF.min_history_sessions
+        # The NaN episode is left out of every window that holds its session, and counted.
+        assert row["n_incomplete"] == (1 if row["trained_on_first"] <= SESSIONS[1] <= row["trained_on_last"] else None)
     retrains = {s for s, r in trained.items() if r["status"] == "trained"}
     assert retrains == {s for s in trained if retrain_session(s, AS_OF.retrain_every) == s}
     for session, row in trained.items():

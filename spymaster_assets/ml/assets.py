@@ -118,6 +118,10 @@ def train_as_of(store: Lake, trained_for: dt.date, directory, cache: dict) -> tu
         return row | {"status": NOT_ENOUGH_HISTORY,
                       "note": f"{n_sessions} labelled sessions before {trained_for} < {AS_OF.min_history_sessions}"}, None
     data = training_set(episodes)
+    complete = np.isfinite(data.X).all(axis=1)
+    if not complete.all():  # a NaN in a dimension the tier supplies: leave the episode out, and say so
+        data = training_set(episodes.filter(pl.Series(complete)))
+        row["n_incomplete"] = int((~complete).sum())
     labels = data.episodes["label"]
     try:
         model = fit_window_model(data.X, labels.to_list(), data.sessions(), data.episodes["label_end_ns"].to_numpy(),

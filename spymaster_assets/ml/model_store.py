@@ -38,6 +38,7 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "n_sessions": pl.Int64,
     "n_episodes": pl.Int64,
     "n_decisive": pl.Int64,
+    "n_incomplete": pl.Int64,  # window episodes left out for a NaN in a dimension their tier supplies
     "tier": pl.Utf8,
     "base_break": pl.Float64,  # BREAK share of all window episodes
     "base_reject": pl.Float64,
