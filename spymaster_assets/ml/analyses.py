@@ -11,7 +11,7 @@ from ..lib.metrics import roc_auc
 from ..resources import LakeResource, MlflowResource
 from .assets import BREAK_PREDICTIONS_KEY, PREDICTIONS_TABLE
 from .reporting import REPORT_DEFAULTS, empty, publish, read_table
-from .training import labelled_episodes, training_set
+from .training import complete_training_set, labelled_episodes
 
 MIN_TRAIN_SESSIONS = 5  # a per-bucket model's first walk-forward fold trains on this many sessions
 MIN_BUCKET_MODEL_EPISODES = 150  # below this a per-bucket model's walk-forward folds are too thin to compare
@@ -96,7 +96,7 @@ def time_stratification_report(context: dg.AssetExecutionContext, lake: LakeReso
         if group.height < MIN_BUCKET_MODEL_EPISODES or group["session"].n_unique() < MIN_TRAIN_SESSIONS + 2:
             report["per_bucket_models"][bucket] = {"n": group.height, "note": "too few episodes for its own model"}
             continue
-        data = training_set(group)
+        data, _ = complete_training_set(group)
         model = train_break_model(data.X, data.episodes["label"].to_list(), data.sessions(),
                                   data.episodes["label_end_ns"].to_numpy(), data.episodes["ts_ns"].to_numpy(),
                                   data.feature_names, BreakModelConfig(min_train_sessions=MIN_TRAIN_SESSIONS,
@@ -124,8 +124,8 @@ def feature_interactions_report(context: dg.AssetExecutionContext, lake: LakeRes
     decisive = episodes.filter(pl.col("label") != "CHOP") if episodes.height else episodes
     if decisive.height < 50:
         return empty(f"{decisive.height} decisive episodes < 50")
-    data = training_set(decisive)
-    X, y = data.X, (decisive["label"] == "BREAK").to_numpy().astype(float)
+    data, incomplete = complete_training_set(decisive)
+    X, y = data.X, (data.episodes["label"] == "BREAK").to_numpy().astype(float)
     # Candidates for discovery: the features most associated with the outcome on their own
     # (absolute Spearman correlation), so 66 pairs are tested rather than thousands.
     ranks = np.argsort(np.argsort(X, axis=0), axis=0).astype(float)
@@ -133,7 +133,8 @@ def feature_interactions_report(context: dg.AssetExecutionContext, lake: LakeRes
     denom = np.sqrt((centred**2).sum(axis=0)) * np.sqrt(((y - y.mean()) ** 2).sum())
     association = np.abs(centred.T @ (y - y.mean())) / np.where(denom > 0, denom, np.inf)
     candidates = [data.feature_names[i] for i in np.argsort(-association)[:12]]
-    report = {"decisive_episodes": decisive.height, "tier": data.tier, "candidates": candidates,
+    report = {"decisive_episodes": data.episodes.height, "left_out_incomplete": incomplete, "tier": data.tier,
+              "candidates": candidates,
               **feature_interactions(X, y, data.feature_names, HYPOTHESES, candidates)}
     headline = {f"p_{k.replace(' ', '_')}": v["p_value"] for k, v in report["hypothesised"].items()}
     headline["significant_pairs"] = float(len(report["significant_at_fdr"]))

@@ -49,7 +49,7 @@ from .model_store import (
     write_model_files,
     write_summary,
 )
-from .training import dims_named, read_window, retrain_session, training_set, window_partitions
+from .training import complete_training_set, dims_named, read_window, retrain_session, window_partitions
 
 BREAK_MODEL_KEY = dg.AssetKey(["ml", "break_model"])
 BREAK_PREDICTIONS_KEY = dg.AssetKey(["ml", "break_predictions"])
@@ -117,11 +117,9 @@ def train_as_of(store: Lake, trained_for: dt.date, directory, cache: dict) -> tu
     if n_sessions < AS_OF.min_history_sessions:
         return row | {"status": NOT_ENOUGH_HISTORY,
                       "note": f"{n_sessions} labelled sessions before {trained_for} < {AS_OF.min_history_sessions}"}, None
-    data = training_set(episodes)
-    complete = np.isfinite(data.X).all(axis=1)
-    if not complete.all():  # a NaN in a dimension the tier supplies: leave the episode out, and say so
-        data = training_set(episodes.filter(pl.Series(complete)))
-        row["n_incomplete"] = int((~complete).sum())
+    data, incomplete = complete_training_set(episodes)
+    if incomplete:  # a NaN in a dimension the tier supplies: the episode is left out, and counted
+        row["n_incomplete"] = incomplete
     labels = data.episodes["label"]
     try:
         model = fit_window_model(data.X, labels.to_list(), data.sessions(), data.episodes["label_end_ns"].to_numpy(),

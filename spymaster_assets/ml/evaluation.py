@@ -15,7 +15,7 @@ from ..lib.metrics import reliability_png, reliability_table
 from ..resources import LakeResource, MarketDataResource, MlflowResource
 from ..synthetic import match_ground_truth, read_ground_truth
 from .reporting import REPORT_DEFAULTS, empty, publish, read_table
-from .training import read_window, training_set
+from .training import complete_training_set, read_window
 
 BREAK_PREDICTIONS_KEY = dg.AssetKey(["ml", "break_predictions"])
 LODO_SESSIONS = 60  # the report's window: its cost stays bounded however long the history grows
@@ -81,10 +81,10 @@ def break_model_lodo(context: dg.AssetExecutionContext, lake: LakeResource, mlfl
     config = BreakModelConfig(min_train_sessions=5)
     if episodes.height == 0 or episodes["session"].n_unique() < config.min_train_sessions + 3:
         return empty(f"fewer than {config.min_train_sessions + 3} labelled sessions")
-    data = training_set(episodes)
+    data, incomplete = complete_training_set(episodes)
     result = leave_one_day_out(data.X, data.episodes["label"].to_list(), data.sessions(),
                                data.episodes["label_end_ns"].to_numpy(), data.episodes["ts_ns"].to_numpy(), config)
-    report = {"scheme": "leave_one_day_out", "sessions": len(days), "tier": data.tier,
+    report = {"scheme": "leave_one_day_out", "sessions": len(days), "tier": data.tier, "left_out_incomplete": incomplete,
               "first_session": str(data.episodes["session"].min()), "last_session": str(data.episodes["session"].max()),
               "pooled": result.pooled, "folds": result.folds, "reliability": result.reliability.to_dicts()}
     headline = {f"lodo_{k}": float(v) for k, v in result.pooled.items()

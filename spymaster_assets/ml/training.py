@@ -70,6 +70,16 @@ def training_set(episodes: pl.DataFrame) -> TrainingSet:
     return TrainingSet(episodes, tier, feature_set(tier))
 
 
+def complete_training_set(episodes: pl.DataFrame) -> tuple[TrainingSet, int]:
+    """`training_set` without the episodes that have a NaN in a dimension of the feature set
+    (bad input upstream: left out and counted, so the caller can report it)."""
+    data = training_set(episodes)
+    complete = np.isfinite(data.X).all(axis=1)
+    if complete.all():
+        return data, 0
+    return training_set(episodes.filter(pl.Series(complete))), int((~complete).sum())
+
+
 def retrain_session(session: dt.date, every: int) -> dt.date:
     """The retrain day whose model serves `session`: the latest trading-calendar session at or
     before it whose calendar index is a multiple of `every` (a fixed schedule, so the choice does
