@@ -139,7 +139,7 @@ def _print_demo_query(home: Path, session: dt.date) -> None:
 
 
 def full_answer(lake, session: dt.date, clock: dt.time, level_kind: str, neighbours: int) -> dict:
-    """Retrieval (as of the session) plus the serving model's probability and drivers, if one is serving."""
+    """Retrieval (as of the session) plus the session's own model (as of the session), if it was built."""
     from .gold.as_of import query_answer
     from .ml.serving import model_answer
 
@@ -177,17 +177,18 @@ def print_answer(answer: dict) -> None:
 
 def _print_model(model: dict | None) -> None:
     if model is None:
-        click.echo("  model: none serving yet (train it: materialize ml/break_model)")
+        click.echo("  model: no ml/break_model partition for this session (materialize it for this date)")
         return
     if "error" in model:
         click.echo(f"  model: {model['error']}")
         return
+    if "not_enough_history" in model:
+        click.echo(f"  model: none as of {model['model_as_of']} ({model['not_enough_history']})")
+        return
     p = model["prediction"]
-    click.echo(f"  model: p(BREAK | decisive) {p['p_break']:.0%} vs base rate {p['base_rate']:.0%} "
-               f"(edge {p['edge']:+.0%}; p(CHOP) {p['p_chop']:.0%}; {p['calibration']} calibration; run {model['model_run_id'][:8]})")
-    if model["in_sample"]:
-        click.echo(f"    (in-sample: the serving model was trained on sessions through {model['trained_through']}, "
-                   "this one included — retrieval above is the out-of-sample answer)")
+    click.echo(f"  model as of {model['model_as_of']} (trained on {model['trained_on_first']}..{model['trained_on_last']}): "
+               f"p(BREAK | decisive) {p['p_break']:.0%} vs base rate {p['base_rate']:.0%} "
+               f"(edge {p['edge']:+.0%}; p(CHOP) {p['p_chop']:.0%}; {p['calibration']} calibration)")
     for side in ("break", "reject"):
         for d in model["drivers"][side]:
             pct = "" if d["percentile"] is None else f", percentile {d['percentile']:.0f}"

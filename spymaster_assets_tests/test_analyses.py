@@ -4,7 +4,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from spymaster_assets.lib.analyses import benjamini_hochberg, interaction_test, segment_base_rates, wilson_interval
+from spymaster_assets.lib.analyses import (
+    CONDITIONAL,
+    UNCONDITIONAL,
+    benjamini_hochberg,
+    interaction_test,
+    score,
+    scored_by_segment,
+    segment_base_rates,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_by_hand():
@@ -37,3 +46,35 @@ def test_segment_base_rates_shares_and_test():
     assert rows["UP"]["break_share_90ci"][0] == pytest.approx(0.54079, abs=1e-4)
     # exact two-sided binomial, 8 of 10 vs the pooled 0.5: 2·(C(10,8)+C(10,9)+C(10,10))/2¹⁰ = 112/1024
     assert rows["UP"]["p_value_vs_pooled"] == pytest.approx(112 / 1024)
+
+
+def hand_predictions() -> pl.DataFrame:
+    """Six held-out episodes: the binary model ranks the decisive ones perfectly, but says BREAK on the CHOPs."""
+    return pl.DataFrame({
+        "level_kind": ["OR_HIGH"] * 6,
+        "label": ["BREAK", "REJECT", "CHOP", "BREAK", "REJECT", "CHOP"],
+        "p_break_decisive": [0.9, 0.2, 0.95, 0.8, 0.3, 0.9],
+        "base_break_decisive": [0.5] * 6,
+        "p_break": [0.6, 0.1, 0.1, 0.5, 0.2, 0.1],
+        "base_break": [0.3] * 6,
+    })
+
+
+def test_conditional_predictions_are_scored_on_decisive_episodes_only():
+    predictions = hand_predictions()
+    conditional = score(predictions, CONDITIONAL)
+    assert conditional["n"] == 4 and conditional["auc"] == 1.0
+    assert conditional["brier"] == pytest.approx((0.1**2 + 0.2**2 + 0.2**2 + 0.3**2) / 4)
+    assert conditional["brier_base"] == pytest.approx(0.25)
+    # The mismatch this replaces: p(BREAK | decisive) against BREAK-vs-everything, CHOP a miss.
+    from spymaster_assets.lib.metrics import roc_auc
+
+    wrong = roc_auc((predictions["label"] == "BREAK").to_numpy(), predictions["p_break_decisive"].to_numpy())
+    assert wrong == pytest.approx(4.5 / 8)
+    unconditional = score(predictions, UNCONDITIONAL)
+    assert unconditional["n"] == 6 and unconditional["auc"] == 1.0
+    assert unconditional["brier"] == pytest.approx((0.4**2 + 0.1**2 + 0.1**2 + 0.5**2 + 0.2**2 + 0.1**2) / 6)
+    by_kind = scored_by_segment(predictions, "level_kind", CONDITIONAL, min_n=4)
+    assert by_kind["OR_HIGH"]["n"] == 4 and by_kind["OR_HIGH"]["auc"] == 1.0
+    assert scored_by_segment(predictions, "level_kind", CONDITIONAL, min_n=5)["OR_HIGH"] == {
+        "n": 4, "note": "fewer than 5 held-out episodes"}

@@ -3,16 +3,21 @@
 import datetime as dt
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from spymaster_assets.lib.baselines import SingleFeatureBaseline, column_aucs, fit_single_feature_baseline
 from spymaster_assets.lib.break_model import (
     CLASSES,
     BreakModelConfig,
     Calibrator,
+    ClassCalibrator,
+    calibration_blocks,
     class_indices,
-    serving_decision,
+    class_share_gap,
+    fit_window_model,
     train_break_model,
 )
 from spymaster_assets.lib.validation import session_span_ns
@@ -192,53 +197,143 @@ def test_unknown_labels_are_an_error():
         class_indices(["BREAK", None])
 
 
-def test_serving_decision():
-    new, current = {"brier_skill": 0.12, "brier": 0.20, "wf_auc": 0.70}, {"brier_skill": 0.10, "brier": 0.21, "wf_auc": 0.72}
-    assert serving_decision(new, current)[0]  # higher skill wins
-    assert not serving_decision(new, current, min_improvement=0.05)[0]  # …but not by the required margin
-    assert serving_decision(new, current, metric="brier")[0]  # lower Brier wins
-    assert not serving_decision(new, current, metric="wf_auc")[0]  # prefixed names resolve their direction
-    assert not serving_decision(current, current)[0]  # a tie keeps the incumbent
-    promote, reason = serving_decision(new, None)
-    assert promote and "no serving model" in reason
-    assert not serving_decision({"brier_skill": float("nan")}, current)[0]
-    with pytest.raises(ValueError):
-        serving_decision(new, current, metric="sharpe")
+def test_window_model_calibrates_on_its_own_tail_and_fixes_the_class_mix(data):
+    X, labels, sessions, label_end, ts = data
+    blocks = calibration_blocks(N_SESSIONS, 3, 0.3, CONFIG.embargo_sessions)
+    assert [b.tolist() for b in blocks] == [[21, 22, 23], [24, 25, 26], [27, 28, 29]]  # 30 % of 30 sessions, 3 blocks
+    assert calibration_blocks(3, 3, 0.3, 1) == [np.array([2])] and calibration_blocks(2, 3, 0.3, 1) == []
+    window = fit_window_model(X, labels, sessions, label_end, ts, FEATURES, CONFIG)
+    assert window.held_out["folds"] == 3 and window.held_out["episodes"] == 9 * PER_SESSION
+    assert window.held_out["auc_decisive"] > 0.7
+    assert window.calibrator.method == "platt" or window.calibrator.n_samples < 9 * PER_SESSION
+    shares = np.bincount(class_indices(labels), minlength=3) / labels.size
+    assert window.class_shares == pytest.approx(tuple(shares))
+    # Matrix scaling reproduces the held-out class mix it was fitted on.
+    assert window.held_out["mean_class_shares_calibrated"] == pytest.approx(window.held_out["held_out_class_shares"], abs=1e-3)
+    out = window.predict(X)
+    assert np.allclose(out["p_multiclass"].sum(axis=1), 1.0)
+
+
+def test_class_calibrator_pulls_an_overconfident_chop_back_to_its_base_rate():
+    # A booster that says CHOP 90 % of the time when CHOP happens 10 % of the time.
+    rng = np.random.default_rng(4)
+    y = rng.choice(3, size=600, p=[0.45, 0.45, 0.10])
+    skewed = np.tile([0.05, 0.05, 0.90], (600, 1))
+    skewed[np.arange(600), y] += 0.02  # a faint signal
+    skewed /= skewed.sum(axis=1, keepdims=True)
+    calibrator = ClassCalibrator.fit(skewed, y)
+    fixed = calibrator(skewed)
+    assert calibrator.method == "matrix_scaling"
+    assert fixed.mean(axis=0) == pytest.approx(np.bincount(y, minlength=3) / y.size, abs=0.01)
+    assert class_share_gap(fixed.mean(axis=0), [0.45, 0.45, 0.10]) < 0.05 < class_share_gap(skewed.mean(axis=0), [0.45, 0.45, 0.10])
+    again = ClassCalibrator.from_dict(json.loads(json.dumps(calibrator.to_dict())))
+    assert np.array_equal(again(skewed), fixed)
+    assert ClassCalibrator.fit(skewed[:10], y[:10]).method == "identity"
+    assert ClassCalibrator.fit(skewed, np.where(y == 2, 0, y)).method == "identity"  # a class never seen
+
+
+def test_single_feature_baseline_by_hand():
+    # Column 0: perfect ranking upside down; column 1: half right; column 2: constant.
+    X = np.array([[4.0, 1.0, 7.0], [3.0, 2.0, 7.0], [2.0, 1.0, 7.0], [1.0, 2.0, 7.0]])
+    y = np.array([False, False, True, True])
+    assert column_aucs(X, y).tolist() == [0.0, 0.5, 0.5]
+    rng = np.random.default_rng(9)
+    n = 400
+    X = rng.normal(size=(n, 4))
+    y = rng.random(n) < 1 / (1 + np.exp(1.5 * X[:, 2]))  # lower x2 → BREAK
+    baseline = fit_single_feature_baseline(X, y, ["a", "b", "c", "d"])
+    assert baseline.feature == "c" and baseline.sign == -1 and baseline.window_auc > 0.7
+    p = baseline.predict(np.array([-2.0, 0.0, 2.0]))
+    assert p[0] > p[1] > p[2]
+    assert abs(baseline.predict(X[:, 2]).mean() - y.mean()) < 0.01  # logistic with intercept: calibrated in the large
+    assert SingleFeatureBaseline.from_dict(json.loads(json.dumps(baseline.to_dict()))) == baseline
+    assert fit_single_feature_baseline(X[:10], y[:10], ["a", "b", "c", "d"]) is None
+    assert fit_single_feature_baseline(X, np.zeros(n, dtype=bool), ["a", "b", "c", "d"]) is None
+
+
+def _write_model_dir(directory: Path) -> None:
+    directory.mkdir(parents=True)
+    (directory / "binary.txt").write_text("tree\n" * 50)
+    (directory / "predictor.json").write_text(json.dumps({"calibrator": {"method": "identity"}}))
 
 
 @pytest.mark.slow
-def test_mlflow_round_trip(model, data, tmp_path, monkeypatch):
-    # Keep the global tracking URI the test process had (the module restores it; monkeypatch restores the env).
+def test_mlflow_retrain_run_is_tagged_verified_and_registered(tmp_path, monkeypatch):
+    # Keep the global tracking URI the test process had (the module must not change it).
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/elsewhere.db")
     from spymaster_assets.lib import mlflow_tracking
 
-    home = tmp_path / "home"
-    run_id = mlflow_tracking.log_training_run(model, home, params={"sessions": "synthetic"},
-                                              registered_model_name="test_break_model")
+    home, model = tmp_path / "home", tmp_path / "model"
+    _write_model_dir(model)
+    run_id, version = mlflow_tracking.log_retrain(
+        home, model, params={"trained_on_last": "2024-05-20"}, metrics={"held_out_auc_decisive": 0.71, "x": float("nan")},
+        tags={"dagster/partition": "2024-05-22", "spymaster.as_of": "2024-05-22"}, run_name="as of 2024-05-22",
+        registered_model_name="test_break_model")
     import mlflow
 
     assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path}/elsewhere.db"
-    assert (home / "mlflow.db").is_file()
     uri = mlflow_tracking.tracking_uri(home)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     run = client.get_run(run_id)
-    assert run.data.params["config_hash"] == CONFIG.fingerprint()
-    assert run.data.metrics["wf_auc"] == pytest.approx(model.pooled_metrics()["wf_auc"])
-    history = client.get_metric_history(run_id, "wf_fold_brier")
-    assert sorted(m.step for m in history) == list(range(len(model.validation["walk_forward"].folds)))
-    artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "plots")}
-    assert {"feature_importance.json", "feature_importance.csv", "plots/reliability.png"} <= artifacts
+    assert run.info.status == "FINISHED" and run.data.tags["dagster/partition"] == "2024-05-22"
+    assert run.data.metrics == {"held_out_auc_decisive": 0.71}  # NaN is not a metric
     assert str(client.get_experiment(run.info.experiment_id).artifact_location).startswith((home / "mlflow-artifacts").as_uri())
-    versions = client.search_model_versions("name = 'test_break_model'")
-    assert [v.tags["run_id"] for v in versions] == [run_id]
+    (registered,) = client.search_model_versions("name = 'test_break_model'")
+    assert str(registered.version) == version and registered.run_id == run_id and registered.tags["spymaster.as_of"] == "2024-05-22"
+    folder = Path(registered.source.removeprefix("file://"))
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {p.name: p.read_bytes() for p in model.iterdir()}
 
-    loaded = mlflow_tracking.load_break_model(run_id, home)
-    X = data[0]
-    expected, actual = model.predict(X), loaded.predict(X)
-    assert np.array_equal(expected["p_break"], actual["p_break"])
-    assert np.array_equal(expected["p_multiclass"], actual["p_multiclass"])
-    assert loaded.explain(X[3], FEATURES, SECTIONS, DRIVER_NAMES, X) == model.explain(X[3], FEATURES, SECTIONS,
-                                                                                     DRIVER_NAMES, X)
-    assert mlflow_tracking.serving_run_id(home, "test_break_model") is None
-    mlflow_tracking.set_serving_alias(home, run_id, "test_break_model")
-    assert mlflow_tracking.serving_run_id(home, "test_break_model") == run_id
+
+KILLED_TRAINING = """
+import sys, time
+from pathlib import Path
+from spymaster_assets.lib import mlflow_tracking
+
+def slow_verify(client, run_id, expected):  # the artifacts are uploaded; die before the run ends or registers
+    Path(sys.argv[3]).write_text(run_id)
+    time.sleep(600)
+
+mlflow_tracking.verify_artifacts = slow_verify
+mlflow_tracking.log_retrain(Path(sys.argv[1]), Path(sys.argv[2]), params={}, metrics={}, tags={"dagster/partition": "D"},
+                            run_name="killed", registered_model_name="test_break_model")
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_training_leaves_no_running_run_and_no_empty_version(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from spymaster_assets.lib import mlflow_tracking
+
+    home, model, marker = tmp_path / "home", tmp_path / "model", tmp_path / "started"
+    _write_model_dir(model)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_TRAINING, str(home), str(model), str(marker)])
+    deadline = time.monotonic() + 120
+    while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "the training subprocess never reached its artifacts"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    killed = marker.read_text()
+
+    import mlflow
+
+    uri = mlflow_tracking.tracking_uri(home)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert client.get_run(killed).info.status == "RUNNING"  # a kill -9 cannot say goodbye
+    assert client.search_model_versions("name = 'test_break_model'") == []  # nothing registered before verification
+
+    # The next training marks the dead process's run FAILED, then logs and registers its own.
+    run_id, version = mlflow_tracking.log_retrain(home, model, params={}, metrics={}, tags={}, run_name="next",
+                                                  registered_model_name="test_break_model")
+    assert client.get_run(killed).info.status == "FAILED"
+    assert "died" in client.get_run(killed).data.tags["spymaster.failure"]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    (registered,) = client.search_model_versions("name = 'test_break_model'")
+    assert registered.run_id == run_id and registered.status == "READY"
+    assert any(Path(registered.source.removeprefix("file://")).iterdir())
+    assert mlflow_tracking.fail_stale_runs(home) == []  # a live or finished run is never failed

@@ -1,6 +1,6 @@
 """The analyst layer on the two-session synthetic lake: `dbt build` of the marts through Dagster
 (every dbt test an asset check, all passing), mart contents against the lake recomputed with
-polars, the optional lake tables (retrieval predictions, break-model folds) absent and present,
+polars, the optional lake tables (retrieval predictions, break-model predictions) absent and present,
 and both notebooks executed top to bottom."""
 
 import datetime as dt
@@ -27,7 +27,7 @@ from spymaster_assets.warehouse import LAKE_VIEWS_KEY  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
-OPTIONAL_TABLES = ("reports/retrieval_predictions", "ml/break_model_folds")
+OPTIONAL_TABLES = ("reports/retrieval_predictions", "ml/break_predictions")
 Z90 = 1.6448536269514722
 ET = ZoneInfo("America/New_York")
 
@@ -71,7 +71,7 @@ def test_marts_wiring():
     upstream = {key for deps in marts_dbt.asset_deps.values() for key in deps} - set(marts_dbt.keys)
     assert {dg.AssetKey(k) for k in (["silver", "events"], ["silver", "labels"], ["silver", "levels"],
                                       ["gold", "episodes"], ["bronze", "front_month_contract"],
-                                      ["reports", "retrieval_evaluation"], ["ml", "break_model"])} <= upstream
+                                      ["reports", "retrieval_evaluation"], ["ml", "break_predictions"])} <= upstream
     staging = [key for key in marts_dbt.keys if key.path[0] == "staging"]
     assert len(staging) == 7 and all(LAKE_VIEWS_KEY in marts_dbt.asset_deps[key] for key in staging)
     assert {dg.AssetKey(["marts", m]) for m in ("daily_level_stats", "outcomes_by_segment", "retrieval_calibration",
@@ -149,13 +149,15 @@ def test_optional_tables_absent_give_empty_marts(marts_run):
     folds = read_mart(home, "marts.model_performance_by_fold")
     calibration = read_mart(home, "marts.retrieval_calibration")
     assert folds.height == calibration.height == 0
-    assert {"fold_id", "scheme", "test_session", "auc", "brier_skill", "run_mean_auc"} <= set(folds.columns)
+    assert {"fold_id", "scheme", "model_as_of", "test_session", "auc", "brier_skill", "run_mean_auc"} <= set(folds.columns)
     assert {"level_kind", "bin", "mean_p_break", "observed_break_rate", "brier_retrieval"} <= set(calibration.columns)
 
 
 def test_optional_tables_present_fill_the_marts(synthetic_home, tmp_path):
     from spymaster_assets.gold.evaluation import PREDICTION_SCHEMA, walk_forward_predictions
-    from spymaster_assets.ml.assets import FOLD_SCHEMA, FOLDS_TABLE
+    from spymaster_assets.lib.metrics import binary_report
+    from spymaster_assets.ml.assets import PREDICTION_SCHEMA as MODEL_PREDICTION_SCHEMA
+    from spymaster_assets.ml.assets import PREDICTIONS_TABLE
 
     store = copy_lake(synthetic_home, tmp_path)
     sessions = sorted(dt.date.fromisoformat(p.name.removeprefix("date="))
@@ -164,33 +166,44 @@ def test_optional_tables_present_fill_the_marts(synthetic_home, tmp_path):
     assert predictions.height > 0
     for (session,), frame in predictions.group_by("session"):
         store.write_frames("reports", "retrieval_predictions", session, [frame], PREDICTION_SCHEMA)
-    folds = pl.DataFrame({
-        "run_id": ["run_a", "run_a", "run_a", "run_b"], "scheme": ["walk_forward", "walk_forward", "leave_one_day_out",
-                                                                     "walk_forward"],
-        "fold": [0, 1, 0, 0], "test_session": [dt.date(2024, 12, 9), dt.date(2024, 12, 10), dt.date(2024, 12, 9),
-                                               dt.date(2024, 12, 10)],
-        "n_train": [40, 80, 40, 80], "n_test": [40, 30, 40, 30], "purged": [0, 2, 1, 2],
-        "auc": [0.6, 0.7, 0.55, 0.65], "log_loss": [0.6, 0.5, 0.7, 0.6], "log_loss_base": [0.69, 0.69, 0.69, 0.69],
-        "brier": [0.2, 0.18, 0.24, 0.21], "brier_base": [0.25, 0.25, 0.25, 0.25], "ece": [0.05, 0.04, 0.08, 0.06],
-    })
-    for (session,), frame in folds.group_by("test_session"):
-        store.write_frames("ml", FOLDS_TABLE, session, [frame], FOLD_SCHEMA)  # as ml/break_model writes it
+    # Three sessions scored by two retrains (as ml/break_predictions writes them), with a tie, a CHOP
+    # (out of scope for p(BREAK | decisive)) and an unlabelled episode (not scored).
+    days = [dt.date(2024, 12, 9), dt.date(2024, 12, 10), dt.date(2024, 12, 11)]
+    scored = pl.DataFrame({
+        "episode_id": [f"e{i}" for i in range(11)],
+        "session": [days[0]] * 5 + [days[1]] * 3 + [days[2]] * 3,
+        "label": ["BREAK", "REJECT", "BREAK", "CHOP", None, "REJECT", "BREAK", "REJECT", "BREAK", "REJECT", "REJECT"],
+        "p_break_decisive": [0.7, 0.4, 0.4, 0.9, 0.5, 0.2, 0.6, 0.65, 0.55, 0.5, 0.3],
+        "base_break_decisive": [0.45] * 5 + [0.45] * 3 + [0.5] * 3,
+        "model_as_of": [days[0]] * 8 + [days[2]] * 3,
+    }).with_columns(pl.lit(0).cast(pl.Int64).alias("ts_ns"), pl.lit("OR_HIGH").alias("level_kind"),
+                    pl.lit("UP").alias("direction"), pl.lit("T0_15").alias("time_bucket"), pl.lit("T0").alias("tier"),
+                    pl.col("p_break_decisive").alias("p_break"), (1 - pl.col("p_break_decisive")).alias("p_reject"),
+                    pl.lit(0.0).alias("p_chop"), pl.col("base_break_decisive").alias("base_break"),
+                    pl.lit(0.1).alias("base_chop"), pl.lit(dt.date(2024, 9, 1)).alias("trained_on_first"),
+                    (pl.col("model_as_of") - pl.duration(days=2)).alias("trained_on_last"),
+                    pl.lit(0.5).alias("p_break_baseline"), pl.lit("approach_velocity").alias("baseline_feature"))
+    for (session,), frame in scored.group_by("session"):
+        store.write_frames("ml", PREDICTIONS_TABLE, session, [frame], MODEL_PREDICTION_SCHEMA)
 
     invocation = dbt_resource(tmp_path).cli(["build"]).wait()
     statuses = {r["unique_id"]: r["status"] for r in invocation.get_artifact("run_results.json")["results"]}
     assert {k: v for k, v in statuses.items() if v not in ("success", "pass")} == {}
 
-    by_fold = read_mart(tmp_path, "marts.model_performance_by_fold").sort("fold_id")
-    expected = (folds.with_columns((1 - pl.col("brier") / pl.col("brier_base")).alias("brier_skill"),
-                                   pl.col("auc").mean().over("run_id", "scheme").alias("run_mean_auc"),
-                                   pl.len().over("run_id", "scheme").alias("folds_in_run"),
-                                   pl.format("{}/{}/{}", "run_id", "scheme", "fold").alias("fold_id"))
-                .sort("fold_id"))
-    assert by_fold["fold_id"].to_list() == expected["fold_id"].to_list()
-    assert by_fold["test_session"].to_list() == expected["test_session"].to_list()
-    for column in ("brier_skill", "run_mean_auc"):
-        assert (by_fold[column] - expected[column]).abs().max() < 1e-12
-    assert by_fold["folds_in_run"].to_list() == expected["folds_in_run"].cast(pl.Int64).to_list()
+    by_fold = read_mart(tmp_path, "marts.model_performance_by_fold").sort("test_session")
+    assert by_fold["fold_id"].to_list() == [f"walk_forward/{d}" for d in days]
+    decisive = scored.filter(pl.col("label").is_in(["BREAK", "REJECT"]))
+    for row in by_fold.iter_rows(named=True):
+        day = decisive.filter(pl.col("session") == row["test_session"])
+        expected = binary_report((day["label"] == "BREAK").to_numpy().astype(float), day["p_break_decisive"].to_numpy(),
+                                 day["base_break_decisive"].to_numpy())
+        assert row["n_test"] == day.height
+        for column in ("auc", "brier", "brier_base", "brier_skill", "log_loss", "log_loss_base", "log_loss_skill"):
+            assert row[column] == pytest.approx(expected[column], rel=1e-12), column
+    assert by_fold["auc"].to_list()[0] == pytest.approx(0.75)  # by hand: 0.7 > 0.4, the tied 0.4s count half
+    first_run = by_fold.filter(pl.col("model_as_of") == days[0])
+    assert first_run["folds_in_run"].to_list() == [2, 2]
+    assert first_run["run_mean_auc"][0] == pytest.approx(first_run["auc"].mean(), rel=1e-12)
 
     calibration = read_mart(tmp_path, "marts.retrieval_calibration")
     pooled = calibration.filter(pl.col("level_kind") == "ALL").sort("bin")

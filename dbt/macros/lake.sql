@@ -1,6 +1,6 @@
 {#-
   Lake sources are Parquet globs (`<lake>/<layer>/<table>/date=*/part-*.parquet`, see sources.yml).
-  A table that no asset has written yet (e.g. ml/break_model_folds before the first training run,
+  A table that no asset has written yet (e.g. ml/break_predictions before the first model is trained,
   reports/retrieval_predictions before the first evaluation) has no files, and DuckDB's
   read_parquet fails on an empty glob. `lake_source` checks the glob at run time and falls back to
   an empty relation typed like the documented schema, so downstream models build (with zero rows)

@@ -2,7 +2,15 @@
 level specificity and feature interactions, each with its uncertainty.
 
 Inputs are episodes (one row per anchor — never 30 s rows) and, where a model is involved,
-its out-of-fold predictions: nothing here is scored on data a model was fitted on.
+its walk-forward predictions (the union of ml/break_predictions: each session scored by the
+model as of that session): nothing here is scored on data a model was fitted on.
+
+Like with like: a prediction is scored against the event it predicts. p(BREAK | decisive)
+(`p_break_decisive`) is scored on decisive episodes only, BREAK = 1 vs REJECT = 0, against
+the window's decisive base rate; an unconditional p(BREAK) (`p_break`, or the single-feature
+baseline) is scored on every episode, BREAK = 1 vs REJECT or CHOP = 0, against the window's
+unconditional base rate. Scoring a conditional probability with CHOP counted as a miss
+punishes the model for a question it was never asked.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from .metrics import binary_report
+from .metrics import binary_report, multiclass_report, reliability_table
 
 Z90 = float(stats.norm.ppf(0.95))
 
@@ -49,18 +57,70 @@ def segment_base_rates(episodes: pl.DataFrame, by: tuple[str, ...]) -> list[dict
     return sorted(rows, key=lambda r: [str(r[c]) for c in by])
 
 
-def scored_by_segment(oof: pl.DataFrame, by: str, min_n: int = 20) -> dict[str, dict]:
-    """Out-of-fold metrics of p(BREAK) vs the fold base rate within each segment (`oof` needs
-    `label`, `p_break`, `base_break` and the segment column)."""
+# The two questions a prediction can answer, and what each is scored on.
+CONDITIONAL = {"p": "p_break_decisive", "base": "base_break_decisive", "scope": "decisive episodes, BREAK vs REJECT"}
+UNCONDITIONAL = {"p": "p_break", "base": "base_break", "scope": "all episodes, BREAK vs REJECT or CHOP"}
+BASELINE = {"p": "p_break_baseline", "base": "base_break", "scope": "all episodes, BREAK vs REJECT or CHOP"}
+
+
+def _in_scope(predictions: pl.DataFrame, question: dict) -> pl.DataFrame:
+    labelled = predictions.filter(pl.col("label").is_not_null() & pl.col(question["p"]).is_not_null())
+    return labelled.filter(pl.col("label") != "CHOP") if question is CONDITIONAL else labelled
+
+
+def score(predictions: pl.DataFrame, question: dict = CONDITIONAL) -> dict[str, float]:
+    """Binary metrics of one prediction column on the episodes its question covers (see module docstring)."""
+    rows = _in_scope(predictions, question)
+    y = (rows["label"] == "BREAK").to_numpy().astype(float)
+    return binary_report(y, rows[question["p"]].to_numpy(), rows[question["base"]].to_numpy())
+
+
+def scored_by_segment(predictions: pl.DataFrame, by: str, question: dict = CONDITIONAL, min_n: int = 20) -> dict[str, dict]:
+    """Walk-forward metrics of one prediction column vs its base rate within each segment, like with like."""
     out = {}
-    for (key,), group in oof.group_by(by, maintain_order=True):
+    rows = _in_scope(predictions, question)
+    for (key,), group in rows.group_by(by, maintain_order=True):
         if group.height < min_n:
             out[str(key)] = {"n": group.height, "note": f"fewer than {min_n} held-out episodes"}
             continue
-        y = (group["label"] == "BREAK").to_numpy().astype(float)
-        report = binary_report(y, group["p_break"].to_numpy(), group["base_break"].to_numpy())
+        report = score(group, question)
         out[str(key)] = {k: report[k] for k in ("n", "event_rate", "auc", "brier", "brier_base", "brier_skill", "ece")}
     return out
+
+
+def model_evaluation(predictions: pl.DataFrame, min_group: int = 20) -> dict:
+    """The walk-forward evaluation of the as-of break model: the binary model on its own question,
+    the unconditional p(BREAK) and the single-feature baseline on theirs, the multiclass model
+    against the window base rates, reliability tables, and all of it by level kind and direction."""
+    labelled = predictions.filter(pl.col("label").is_not_null())
+    if labelled.height == 0:
+        return {"n": 0, "note": "no labelled walk-forward predictions yet"}
+    questions = {"p_break_decisive": CONDITIONAL, "p_break": UNCONDITIONAL, "p_break_baseline": BASELINE}
+    y_idx = labelled["label"].replace_strict({"BREAK": 0, "REJECT": 1, "CHOP": 2}, return_dtype=pl.Int64).to_numpy()
+    probs = labelled.select("p_break", "p_reject", "p_chop").to_numpy()
+    base = labelled.select("base_break", (1.0 - pl.col("base_break") - pl.col("base_chop")), "base_chop").to_numpy()
+    report = {
+        "n": labelled.height,
+        "sessions": labelled["session"].n_unique(),
+        "first_session": str(labelled["session"].min()),
+        "last_session": str(labelled["session"].max()),
+        "definitions": {name: q["scope"] for name, q in questions.items()},
+        "pooled": {name: score(labelled, q) for name, q in questions.items()},
+        "multiclass": multiclass_report(y_idx, probs, base) | {
+            "mean_predicted_shares": dict(zip(("BREAK", "REJECT", "CHOP"), map(float, probs.mean(axis=0)))),
+            "observed_shares": dict(zip(("BREAK", "REJECT", "CHOP"), map(float, np.bincount(y_idx, minlength=3) / y_idx.size))),
+            "mean_base_shares": dict(zip(("BREAK", "REJECT", "CHOP"), map(float, base.mean(axis=0))))},
+        "baseline_features": dict(labelled["baseline_feature"].drop_nulls().value_counts().iter_rows()),
+        "reliability": {},
+    }
+    for name, q in questions.items():
+        rows = _in_scope(labelled, q)
+        y = (rows["label"] == "BREAK").to_numpy().astype(float)
+        report["reliability"][name] = reliability_table(y, rows[q["p"]].to_numpy()).to_dicts()
+        report["reliability"][f"{name} base rate"] = reliability_table(y, rows[q["base"]].to_numpy()).to_dicts()
+    for segment in ("level_kind", "direction"):
+        report[f"by_{segment}"] = {name: scored_by_segment(labelled, segment, q, min_group) for name, q in questions.items()}
+    return report
 
 
 def _log_likelihood(X: np.ndarray, y: np.ndarray) -> float:

@@ -1,5 +1,11 @@
 """The break model (SPEC §9): LightGBM on episode vectors, validated honestly, calibrated, explained.
 
+Served "as of D" (`fit_window_model`, `AsOfConfig`): the model answering for session D is
+fitted on a bounded trailing window of sessions strictly before D and calibrated on an inner
+walk-forward over that window's tail; its scores on D are the walk-forward evaluation.
+`train_break_model` (expanding walk-forward + leave-one-day-out over everything given) remains
+for research reports and benchmarks.
+
 Two models share one feature matrix:
 - **binary** BREAK vs REJECT, trained on decisive episodes only (CHOP excluded). Its
   calibrated probability is the headline `p_break`; it is *conditional on the level
@@ -31,6 +37,7 @@ reported separately in `prediction.edge`.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -42,7 +49,7 @@ import numpy as np
 import polars as pl
 
 from . import metrics
-from .validation import Split, as_session_days, leave_one_day_out_splits, walk_forward_splits
+from .validation import Split, as_session_days, leave_one_day_out_splits, session_span_ns, walk_forward_splits
 
 CLASSES = ("BREAK", "REJECT", "CHOP")
 BREAK_IDX, REJECT_IDX, CHOP_IDX = 0, 1, 2
@@ -168,6 +175,57 @@ class Calibrator:
     @classmethod
     def from_dict(cls, data: Mapping) -> Calibrator:
         return cls(**{**data, "knots_x": tuple(data.get("knots_x", ())), "knots_y": tuple(data.get("knots_y", ()))})
+
+
+@dataclass(frozen=True)
+class ClassCalibrator:
+    """Multiclass recalibration: a multinomial logistic regression on the booster's log-probabilities
+    ("matrix scaling"), fitted on held-out predictions. It fixes what a booster trained on a
+    few hundred episodes gets wrong about the class mix (e.g. a rare CHOP predicted at 96 %):
+    with an intercept per class, its mean predicted shares on the data it was fitted on equal
+    that data's class shares. Identity when the held-out set is too small or lacks a class.
+    """
+
+    method: str  # "matrix_scaling" | "identity"
+    coef: tuple[tuple[float, ...], ...] = ()
+    intercept: tuple[float, ...] = ()
+    n_samples: int = 0
+
+    def __call__(self, probs) -> np.ndarray:
+        p = np.asarray(probs, dtype=np.float64)
+        if self.method == "identity":
+            return p
+        logits = np.log(np.clip(p, 1e-12, 1.0)) @ np.asarray(self.coef).T + np.asarray(self.intercept)
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+    @classmethod
+    def identity(cls) -> ClassCalibrator:
+        return cls("identity")
+
+    @classmethod
+    def fit(cls, probs: np.ndarray, y_class: np.ndarray, min_samples: int = 30) -> ClassCalibrator:
+        p = np.asarray(probs, dtype=np.float64)
+        y = np.asarray(y_class, dtype=np.int64)
+        if y.size < min_samples or np.unique(y).size < len(CLASSES):
+            return cls.identity()
+        from sklearn.linear_model import LogisticRegression
+
+        # Moderate L2 (C = 1): nine coefficients from a few hundred held-out episodes.
+        model = LogisticRegression(C=1.0, max_iter=1000).fit(np.log(np.clip(p, 1e-12, 1.0)), y)
+        order = np.argsort(model.classes_)  # rows in CLASSES order
+        return cls("matrix_scaling", tuple(tuple(map(float, row)) for row in model.coef_[order]),
+                   tuple(map(float, model.intercept_[order])), int(y.size))
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "coef": [list(r) for r in self.coef], "intercept": list(self.intercept),
+                "n_samples": self.n_samples}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> ClassCalibrator:
+        return cls(data["method"], tuple(tuple(r) for r in data.get("coef", ())), tuple(data.get("intercept", ())),
+                   int(data.get("n_samples", 0)))
 
 
 def class_indices(y_labels) -> np.ndarray:
@@ -301,6 +359,7 @@ class BreakPredictor:
     base_rate: float  # BREAK share among decisive training episodes
     class_shares: tuple[float, float, float]  # BREAK, REJECT, CHOP shares among all training episodes
     num_threads: int = 1
+    class_calibrator: ClassCalibrator = field(default_factory=ClassCalibrator.identity)
 
     def _matrix(self, X) -> np.ndarray:
         matrix = np.asarray(X, dtype=np.float64)
@@ -313,7 +372,7 @@ class BreakPredictor:
         """Calibrated p(BREAK | decisive), its raw score, and the multiclass distribution (n × 3, CLASSES order)."""
         matrix = self._matrix(X)
         raw = self.binary_booster.predict(matrix, raw_score=True, num_threads=self.num_threads)
-        probs = self.multiclass_booster.predict(matrix, num_threads=self.num_threads)
+        probs = self.class_calibrator(self.multiclass_booster.predict(matrix, num_threads=self.num_threads))
         return {
             "p_break": self.calibrator(raw),
             "p_break_raw": _sigmoid(raw),
@@ -351,7 +410,7 @@ class BreakPredictor:
         phi, bias = contrib[:-1], float(contrib[-1])
         raw = float(contrib.sum())
         p_break = float(self.calibrator(raw))
-        probs = self.multiclass_booster.predict(x, num_threads=self.num_threads)[0]
+        probs = self.class_calibrator(self.multiclass_booster.predict(x, num_threads=self.num_threads))[0]
         base = self.base_rate
         base_logit = _logit(base)
 
@@ -456,6 +515,7 @@ class BreakPredictor:
             "class_shares": list(self.class_shares),
             "num_threads": self.num_threads,
             "calibrator": self.calibrator.to_dict(),
+            "class_calibrator": self.class_calibrator.to_dict(),
         }
 
     @classmethod
@@ -464,7 +524,7 @@ class BreakPredictor:
             raise ValueError(f"class order {meta['classes']} differs from {CLASSES}")
         return cls(binary_booster, multiclass_booster, Calibrator.from_dict(meta["calibrator"]),
                    tuple(meta["feature_names"]), float(meta["base_rate"]), tuple(meta["class_shares"]),
-                   int(meta["num_threads"]))
+                   int(meta["num_threads"]), ClassCalibrator.from_dict(meta.get("class_calibrator", {"method": "identity"})))
 
 
 @dataclass
@@ -564,39 +624,148 @@ def train_break_model(X, y_labels, sessions, label_end_ns, ts_ns, feature_names:
     )
 
 
-HIGHER_IS_BETTER = ("auc", "brier_skill", "log_loss_skill", "precision_at")
-LOWER_IS_BETTER = ("brier", "log_loss", "ece")
+@dataclass(frozen=True)
+class AsOfConfig:
+    """How the served model of session D is made (SPEC §9, "as of D").
 
-
-def _metric_direction(metric: str) -> int:
-    """+1 when higher is better; matched on the longest known suffix (wf_cal_brier_skill → brier_skill)."""
-    suffixes = sorted([(s, 1) for s in HIGHER_IS_BETTER] + [(s, -1) for s in LOWER_IS_BETTER], key=lambda s: -len(s[0]))
-    for suffix, direction in suffixes:
-        if metric == suffix or metric.endswith("_" + suffix):
-            return direction
-    raise ValueError(f"unknown metric {metric!r}: not one of {HIGHER_IS_BETTER + LOWER_IS_BETTER} (or a prefixed form)")
-
-
-def serving_decision(new_metrics: Mapping[str, float], current_metrics: Mapping[str, float] | None,
-                     metric: str = "brier_skill", min_improvement: float = 0.0) -> tuple[bool, str]:
-    """Promote the new model only if it beats the serving one on a metric chosen in advance.
-
-    Improvement must be strictly greater than `min_improvement` (ties keep the incumbent:
-    a swap must earn its churn). With no serving model, any model with a finite metric is
-    promoted. The comparison is only as fair as the evaluation data: pass metrics computed
-    on the same sessions (e.g. both models' walk-forward calibrated reports).
+    The model serving D is trained on the labelled episodes of at most `window_sessions`
+    sessions strictly before its retrain session R (R = D on a retrain day, else the latest
+    retrain day before D), minus the `embargo_sessions` sessions just before R, and minus any
+    episode whose label window ends at or after R's RTH open (purge). Retrain days are every
+    `retrain_every`-th session of the trading calendar, so which model serves D does not
+    depend on the order partitions were built in. Below `min_history_sessions` labelled
+    sessions there is no model.
     """
-    direction = _metric_direction(metric)
-    new = new_metrics.get(metric)
-    if new is None or not np.isfinite(new):
-        return False, f"new model has no finite {metric}"
-    if current_metrics is None:
-        return True, f"no serving model; new {metric} = {new:.4f}"
-    current = current_metrics.get(metric)
-    if current is None or not np.isfinite(current):
-        return True, f"serving model has no finite {metric}; new {metric} = {new:.4f}"
-    improvement = direction * (new - current)
-    verdict = improvement > min_improvement
-    word = "beats" if verdict else "does not beat"
-    return verdict, (f"new {metric} {new:.4f} {word} serving {current:.4f} "
-                     f"(improvement {improvement:+.4f}, required > {min_improvement:+.4f})")
+
+    window_sessions: int = 120
+    min_history_sessions: int = 5
+    embargo_sessions: int = 1
+    retrain_every: int = 5
+    calibration_folds: int = 3  # inner walk-forward folds over the window's tail
+    calibration_share: float = 0.3  # share of the window's sessions held out by those folds
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class WindowModel(BreakPredictor):
+    """A model fitted on one as-of window, with the held-out evidence its calibrators came from."""
+
+    config: BreakModelConfig = field(default_factory=BreakModelConfig)
+    held_out: dict = field(default_factory=dict)
+    feature_importance: pl.DataFrame | None = None
+    data_range: dict = field(default_factory=dict)
+
+
+def calibration_blocks(n_sessions: int, n_folds: int, share: float, embargo_sessions: int) -> list[np.ndarray]:
+    """Session numbers of the inner walk-forward test blocks: the window's last `share` of sessions
+    (at least one per fold), split into `n_folds` consecutive blocks; each block trains on the
+    sessions before it less the embargo, so at least one session must remain for the first block."""
+    tail = min(max(n_folds, int(round(share * n_sessions))), n_sessions - 1 - embargo_sessions)
+    if tail < 1:
+        return []
+    return [block for block in np.array_split(np.arange(n_sessions - tail, n_sessions), min(n_folds, tail)) if block.size]
+
+
+def fit_window_model(X, y_labels, sessions, label_end_ns, ts_ns, feature_names: Sequence[str],
+                     config: BreakModelConfig | None = None, n_folds: int = 3, share: float = 0.3) -> WindowModel:
+    """Fit the binary and multiclass boosters on one window and calibrate both on an inner walk-forward.
+
+    Cost: `len(blocks) + 1` fits of each booster, whatever came before the window. The inner
+    folds hold out the window's tail session blocks (purged and embargoed like every split);
+    their held-out raw scores fit the binary calibrator (isotonic or Platt) and their held-out
+    class probabilities the multiclass one. The served boosters are then refitted on the
+    whole window; the calibrators map their scores as they mapped the fold models'.
+    """
+    config = config or BreakModelConfig()
+    matrix = np.ascontiguousarray(X, dtype=np.float64)
+    y_class = class_indices(y_labels)
+    names = tuple(feature_names)
+    if matrix.ndim != 2 or matrix.shape != (y_class.size, len(names)):
+        raise ValueError(f"X is {matrix.shape}; expected ({y_class.size}, {len(names)})")
+    if not np.isfinite(matrix).all():
+        raise ValueError("X contains NaN or inf: episode vectors must be complete (SPEC §7)")
+    days, code = np.unique(as_session_days(sessions), return_inverse=True)
+    label_end = np.asarray(label_end_ns, dtype=np.int64)
+    anchor = np.asarray(ts_ns, dtype=np.int64)
+    decisive = y_class != CHOP_IDX
+    if not decisive.any() or np.unique(y_class[decisive]).size < 2:
+        raise ValueError("the window needs both BREAK and REJECT episodes to fit the binary model")
+
+    raw_parts, probs_parts, y_parts = [], [], []
+    blocks = calibration_blocks(days.size, n_folds, share, config.embargo_sessions)
+    for block in blocks:
+        block_start, _ = session_span_ns(days[block[0]].astype(dt.date))
+        train = np.flatnonzero((code < block[0] - config.embargo_sessions)
+                               & ~((anchor < session_span_ns(days[block[-1]].astype(dt.date))[1]) & (label_end >= block_start)))
+        test = np.flatnonzero(np.isin(code, block))
+        train_decisive = train[decisive[train]]
+        if np.unique(y_class[train_decisive]).size < 2 or test.size == 0:
+            continue
+        binary = _train_booster(matrix[train_decisive], (y_class[train_decisive] == BREAK_IDX).astype(np.float64),
+                                config, "binary")
+        multiclass = _train_booster(matrix[train], y_class[train].astype(np.float64), config, "multiclass")
+        raw_parts.append(binary.predict(matrix[test], raw_score=True, num_threads=config.num_threads))
+        probs_parts.append(multiclass.predict(matrix[test], num_threads=config.num_threads))
+        y_parts.append(y_class[test])
+
+    held_out: dict = {"folds": len(raw_parts), "sessions": int(sum(b.size for b in blocks))}
+    calibrator, class_calibrator = Calibrator.identity(), ClassCalibrator.identity()
+    if raw_parts:
+        raw, probs, y_held = np.concatenate(raw_parts), np.vstack(probs_parts), np.concatenate(y_parts)
+        held_decisive = y_held != CHOP_IDX
+        calibrator = Calibrator.fit(raw[held_decisive], y_held[held_decisive] == BREAK_IDX, config.isotonic_min_samples,
+                                    config.calibration_clip, config.calibration_min_samples)
+        class_calibrator = ClassCalibrator.fit(probs, y_held, config.calibration_min_samples)
+        held_out |= {"episodes": int(y_held.size),
+                     "auc_decisive": metrics.roc_auc(y_held[held_decisive] == BREAK_IDX, raw[held_decisive]),
+                     "mean_class_shares_raw": [float(v) for v in probs.mean(axis=0)],
+                     "mean_class_shares_calibrated": [float(v) for v in class_calibrator(probs).mean(axis=0)],
+                     "held_out_class_shares": [float(v) for v in np.bincount(y_held, minlength=len(CLASSES)) / y_held.size],
+                     # Honest for the fold models' raw scores; the calibrated map was fitted on these same episodes.
+                     "reliability_raw": metrics.reliability_table(y_held[held_decisive] == BREAK_IDX,
+                                                                  _sigmoid(raw[held_decisive]),
+                                                                  config.reliability_bins).to_dicts()}
+
+    binary = _train_booster(matrix[decisive], (y_class[decisive] == BREAK_IDX).astype(np.float64), config, "binary",
+                            names)
+    multiclass = _train_booster(matrix, y_class.astype(np.float64), config, "multiclass", names)
+    importance = pl.DataFrame({
+        "feature": list(names),
+        "gain": binary.feature_importance("gain"),
+        "split": binary.feature_importance("split").astype(np.int64),
+        "gain_multiclass": multiclass.feature_importance("gain"),
+    }).sort("gain", descending=True, maintain_order=True)
+    return WindowModel(
+        binary_booster=binary,
+        multiclass_booster=multiclass,
+        calibrator=calibrator,
+        feature_names=names,
+        base_rate=float(np.mean(y_class[decisive] == BREAK_IDX)),
+        class_shares=tuple(float(s) for s in np.bincount(y_class, minlength=len(CLASSES)) / y_class.size),
+        num_threads=config.num_threads,
+        class_calibrator=class_calibrator,
+        config=config,
+        held_out=held_out,
+        feature_importance=importance,
+        data_range={"first_session": str(days[0]), "last_session": str(days[-1]), "n_sessions": int(days.size),
+                    "n_episodes": int(y_class.size), "n_decisive": int(decisive.sum())},
+    )
+
+
+def class_share_gap(predicted_shares, base_shares) -> float:
+    """Largest absolute difference between mean predicted class shares and base rates (probability points)."""
+    return float(np.max(np.abs(np.asarray(predicted_shares, dtype=np.float64) - np.asarray(base_shares, dtype=np.float64))))
+
+
+def leave_one_day_out(X, y_labels, sessions, label_end_ns, ts_ns, config: BreakModelConfig | None = None) -> ValidationResult:
+    """Leave-one-day-out over the given episodes (purged, embargoed both sides): a report, never a forecast."""
+    config = config or BreakModelConfig()
+    matrix = np.ascontiguousarray(X, dtype=np.float64)
+    splits = leave_one_day_out_splits(as_session_days(sessions), np.asarray(label_end_ns, dtype=np.int64),
+                                      config.embargo_sessions, np.asarray(ts_ns, dtype=np.int64), config.min_train_sessions)
+    return _cross_validate(LEAVE_ONE_DAY_OUT, splits, matrix, class_indices(y_labels), config)

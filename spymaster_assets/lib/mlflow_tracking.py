@@ -1,27 +1,30 @@
-"""MLflow tracking of break-model training runs on a local SQLite store (SPEC §9).
+"""MLflow tracking of break-model retrains on a local SQLite store (SPEC §9).
 
 Layout under the project home: `mlflow.db` (tracking + model registry) and
 `mlflow-artifacts/` (the experiment's artifact location), so `mlflow ui --backend-store-uri
 sqlite:///<home>/mlflow.db` shows everything and nothing lands in the working directory.
 
-What a run holds:
-- params: the model config, the caller's params, config hash and data range;
-- metrics: per fold (`wf_fold_*`, `lodo_fold_*`, step = fold index) and pooled
-  (`wf_*`, `wf_cal_*`, `lodo_*`, see `TrainedBreakModel.pooled_metrics`);
-- models `binary` and `multiclass` via `mlflow.lightgbm.log_model`; the binary one is
-  registered under `registered_model_name` (its version is tagged with the run id);
-- `predictor/predictor.json`: the calibrator (isotonic knots / Platt coefficients as
-  plain floats), base rates, class order and feature layout. JSON rather than a pickle:
-  Python floats round-trip exactly through JSON, so a reloaded predictor gives
-  bit-identical calibrated probabilities, and the artifact is readable in the UI;
-- `feature_importance.json` / `.csv`, `validation/folds.json`, `plots/reliability.png`.
+The model served for session D lives in the lake (ml/break_model/date=D/); MLflow is the
+record of how each retrain came about, not the serving path. One run per retrain:
+- tags: `dagster/partition` (the partition that trained it), `spymaster.as_of` (the retrain
+  session), the Dagster run id, and the training process's host and pid;
+- params: model and as-of config, window range, feature set; metrics: held-out evidence;
+- artifacts under `model/`: the files of the lake partition (LightGBM model text, predictor
+  JSON), both boosters as `mlflow.lightgbm` models, feature importance and the held-out
+  reliability plot, checked after upload (paths and sizes) before anything is registered.
 
-`load_break_model(run_id, home)` rebuilds a `BreakPredictor` from those artifacts.
+Crash safety: the run is created RUNNING and ends FINISHED only after its artifacts are
+verified; only then is a registry version created (its source is that verified folder),
+so a killed training can never leave a READY version pointing at an empty folder. A kill
+-9 cannot mark its own run FAILED: the next retrain (`fail_stale_runs`) marks every RUNNING
+run whose recorded process on this host no longer exists as FAILED.
+
+There is no `serving` alias: which model serves D is decided by D's lake partition (as of D),
+not by a registry pointer that would serve one model for every date.
 
 mlflow is imported inside functions: importing it costs seconds, and most of the
 project never needs it. Everything here is offline: telemetry is disabled (it would try to
-reach the internet), and requirements are given explicitly instead of inferred (inference
-runs a subprocess that imports the model's dependencies).
+reach the internet).
 """
 
 from __future__ import annotations
@@ -29,21 +32,21 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from contextlib import contextmanager
+import socket
+import time
 from pathlib import Path
-from typing import Iterator, Mapping
-
-from .break_model import METRIC_PREFIX, BreakPredictor, TrainedBreakModel
-from .metrics import reliability_png
+from typing import Mapping
 
 EXPERIMENT_NAME = "spymaster_break_model"
 REGISTERED_MODEL_NAME = "spymaster_break_model"
 ARTIFACT_DIR = "mlflow-artifacts"
-PREDICTOR_ARTIFACT = "predictor/predictor.json"
-BINARY_URI_TAG = "spymaster.binary_model_uri"
-MULTICLASS_URI_TAG = "spymaster.multiclass_model_uri"
+MODEL_ARTIFACT_DIR = "model"
 CONFIG_HASH_TAG = "spymaster.config_hash"
+PARTITION_TAG = "dagster/partition"
+AS_OF_TAG = "spymaster.as_of"
+HOST_TAG = "spymaster.host"
+PID_TAG = "spymaster.pid"
+FAILURE_TAG = "spymaster.failure"
 
 # Set before mlflow is first imported: some of these are read at import time.
 _OFFLINE_ENV = {
@@ -78,26 +81,16 @@ def _mlflow():
     return mlflow
 
 
-@contextmanager
-def _tracking(home: Path | str) -> Iterator:
-    """Point the fluent API at `home` for the duration, then restore whatever was set before."""
+def _client(home: Path | str):
+    """A client bound to `home`'s store; the process-wide tracking URI is never touched."""
     mlflow = _mlflow()
-    previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     Path(home).mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri(home)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield mlflow
-    finally:
-        mlflow.set_tracking_uri(previous_tracking)
-        mlflow.set_registry_uri(previous_registry)
+    return mlflow.MlflowClient(tracking_uri=tracking_uri(home), registry_uri=tracking_uri(home))
 
 
 def experiment_id(home: Path | str, name: str = EXPERIMENT_NAME) -> str:
     """The experiment's id, creating it with its artifacts under `<home>/mlflow-artifacts`."""
-    mlflow = _mlflow()
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri(home), registry_uri=tracking_uri(home))
+    client = _client(home)
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
@@ -115,121 +108,112 @@ def _param_value(value) -> str:
     return text[:6000]  # MLflow's parameter value limit
 
 
-def log_training_run(model: TrainedBreakModel, home: Path | str, params: Mapping | None = None,
-                     config_hash: str | None = None, data_range: Mapping | None = None,
-                     fold_metrics: Mapping[str, list[dict]] | None = None,
-                     feature_importance=None, reliability_png_path: Path | str | None = None,
-                     registered_model_name: str | None = REGISTERED_MODEL_NAME,
-                     experiment_name: str = EXPERIMENT_NAME, run_name: str | None = None,
-                     tags: Mapping[str, str] | None = None) -> str:
-    """Log one training run (see the module docstring for its contents) and return its run id.
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
-    Defaults come from the model itself: `fold_metrics` from its validation folds
-    (scheme → list of fold dicts), `feature_importance` from its importance table,
-    `data_range` from its data range, `config_hash` from its config fingerprint, and the
-    reliability PNG is drawn from its reliability tables when no path is given.
+
+def fail_stale_runs(home: Path | str, experiment_name: str = EXPERIMENT_NAME) -> list[str]:
+    """Mark FAILED every RUNNING run whose training process (recorded host and pid) is gone.
+
+    Runs of other hosts, or without a recorded process, are left alone: their process cannot be checked.
     """
+    if not tracking_db(home).exists():
+        return []
+    client = _client(home)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    host = socket.gethostname()
+    stale = [run for run in client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+             if run.data.tags.get(HOST_TAG) == host and run.data.tags.get(PID_TAG, "").isdigit()
+             and int(run.data.tags[PID_TAG]) != os.getpid() and not _process_alive(int(run.data.tags[PID_TAG]))]
+    for run in stale:
+        client.set_tag(run.info.run_id, FAILURE_TAG, f"training process {run.data.tags[PID_TAG]} died before finishing")
+        client.set_terminated(run.info.run_id, "FAILED")
+    return [run.info.run_id for run in stale]
+
+
+def _stored_files(client, run_id: str, folder: str) -> dict[str, int]:
+    found = {}
+    for artifact in client.list_artifacts(run_id, folder):
+        if artifact.is_dir:
+            found |= _stored_files(client, run_id, artifact.path)
+        else:
+            found[artifact.path.removeprefix(MODEL_ARTIFACT_DIR + "/")] = artifact.file_size
+    return found
+
+
+def local_files(directory: Path) -> dict[str, int]:
+    """Relative path → size in bytes of every file under `directory`."""
+    return {p.relative_to(directory).as_posix(): p.stat().st_size for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+def verify_artifacts(client, run_id: str, expected: Mapping[str, int]) -> None:
+    """The run's `model/` folder holds exactly `expected` (relative path → size in bytes), or raise."""
+    stored = _stored_files(client, run_id, MODEL_ARTIFACT_DIR)
+    if stored != dict(expected):
+        raise RuntimeError(f"run {run_id}: artifacts {stored} differ from the files logged {dict(expected)}")
+
+
+def save_lightgbm_flavor(booster, path: Path) -> Path:
+    """A booster as an `mlflow.lightgbm` model folder (MLmodel + model file), loadable with
+    `mlflow.lightgbm.load_model("runs:/<run>/model/<name>")` once logged inside a retrain's folder."""
     import lightgbm
 
-    config_hash = config_hash or model.config.fingerprint()
-    data_range = dict(data_range if data_range is not None else model.data_range)
-    fold_metrics = fold_metrics if fold_metrics is not None else {s: r.folds for s, r in model.validation.items()}
-    importance = feature_importance if feature_importance is not None else model.feature_importance
-    requirements = [f"lightgbm=={lightgbm.__version__}"]
+    _mlflow().lightgbm.save_model(booster, str(path), pip_requirements=[f"lightgbm=={lightgbm.__version__}"])
+    return path
+
+
+def log_retrain(home: Path | str, model_dir: Path, *, params: Mapping, metrics: Mapping[str, float],
+                tags: Mapping[str, str], run_name: str, registered_model_name: str | None = REGISTERED_MODEL_NAME,
+                experiment_name: str = EXPERIMENT_NAME) -> tuple[str, str | None]:
+    """Log one retrain (the files of `model_dir` as artifacts) and register it; return (run id, version).
+
+    Order matters for crash safety (module docstring): stale runs are failed first, the run
+    is FINISHED only after its artifacts are verified, and registration comes last.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    fail_stale_runs(home, experiment_name)
     exp_id = experiment_id(home, experiment_name)
-
-    with _tracking(home) as mlflow, tempfile.TemporaryDirectory() as scratch:
-        run_name = run_name or f"break_model {data_range.get('first_session', '?')}..{data_range.get('last_session', '?')}"
-        with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
-            run_id = run.info.run_id
-            all_params = {f"model.{k}": v for k, v in model.config.as_dict().items()}
-            all_params |= {f"data.{k}": v for k, v in data_range.items()}
-            all_params |= dict(params or {})
-            all_params["config_hash"] = config_hash
-            mlflow.log_params({k: _param_value(v) for k, v in all_params.items()})
-            mlflow.set_tags({CONFIG_HASH_TAG: config_hash, "spymaster.data_range": json.dumps(data_range, default=str),
-                             **dict(tags or {})})
-
-            for scheme, folds in fold_metrics.items():
-                prefix = METRIC_PREFIX.get(scheme, scheme)
-                for fold in folds:
-                    mlflow.log_metrics({f"{prefix}_fold_{k}": v for k, v in _numeric(fold).items() if k != "fold"},
-                                       step=int(fold["fold"]))
-            mlflow.log_metrics(_numeric(model.pooled_metrics()))
-            mlflow.log_dict({scheme: folds for scheme, folds in fold_metrics.items()}, "validation/folds.json")
-
-            binary_info = mlflow.lightgbm.log_model(model.binary_booster, name="binary", pip_requirements=requirements,
-                                                    registered_model_name=registered_model_name)
-            multiclass_info = mlflow.lightgbm.log_model(model.multiclass_booster, name="multiclass",
-                                                        pip_requirements=requirements)
-            mlflow.set_tags({BINARY_URI_TAG: binary_info.model_uri, MULTICLASS_URI_TAG: multiclass_info.model_uri})
-            mlflow.log_dict(model.metadata(), PREDICTOR_ARTIFACT)
-
-            if importance is not None:
-                mlflow.log_dict(importance.to_dicts(), "feature_importance.json")
-                mlflow.log_text(importance.write_csv(), "feature_importance.csv")
-            png = Path(reliability_png_path) if reliability_png_path else reliability_png(
-                model.reliability_tables(), Path(scratch) / "reliability.png", "Break model reliability (out of fold)")
-            mlflow.log_artifact(str(png), "plots")
-
-        version = getattr(binary_info, "registered_model_version", None)
-        if registered_model_name and version is not None:
-            client = mlflow.MlflowClient()
-            client.set_model_version_tag(registered_model_name, str(version), "run_id", run_id)
-            client.set_model_version_tag(registered_model_name, str(version), "predictor", PREDICTOR_ARTIFACT)
-    return run_id
-
-
-def load_break_model(run_id: str, home: Path | str) -> BreakPredictor:
-    """Rebuild the calibrated predictor of a logged run (same predictions as at logging time)."""
-    with _tracking(home) as mlflow:
-        run = mlflow.MlflowClient().get_run(run_id)
-        binary = mlflow.lightgbm.load_model(run.data.tags[BINARY_URI_TAG])
-        multiclass = mlflow.lightgbm.load_model(run.data.tags[MULTICLASS_URI_TAG])
-        meta = mlflow.artifacts.load_dict(f"runs:/{run_id}/{PREDICTOR_ARTIFACT}")
-    return BreakPredictor.from_parts(binary, multiclass, meta)
-
-
-def set_serving_alias(home: Path | str, run_id: str, registered_model_name: str = REGISTERED_MODEL_NAME,
-                      alias: str = "serving") -> str:
-    """Point `alias` at the registered version logged by `run_id` (after `serving_decision` said yes)."""
-    with _tracking(home) as mlflow:
-        client = mlflow.MlflowClient()
-        versions = client.search_model_versions(f"name = '{registered_model_name}'")
-        matching = [v for v in versions if v.tags.get("run_id") == run_id or v.run_id == run_id]
-        if not matching:
-            raise LookupError(f"no version of {registered_model_name} was logged by run {run_id}")
-        version = str(max(int(v.version) for v in matching))
-        client.set_registered_model_alias(registered_model_name, alias, version)
-    return version
-
-
-def serving_run_id(home: Path | str, registered_model_name: str = REGISTERED_MODEL_NAME,
-                   alias: str = "serving") -> str | None:
-    """The run behind the alias, or None when no model has been promoted yet."""
-    with _tracking(home) as mlflow:
-        client = mlflow.MlflowClient()
+    mlflow = _mlflow()
+    client = _client(home)
+    process = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    run = client.create_run(exp_id, run_name=run_name, tags={**dict(tags), **process})
+    run_id = run.info.run_id
+    try:
+        now = int(time.time() * 1000)
+        finite = {k: v for k, v in _numeric(metrics).items() if math.isfinite(v)}
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in finite.items()],
+                         params=[Param(k, _param_value(v)) for k, v in params.items()],
+                         tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        files = local_files(model_dir)
+        client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_DIR)
+        verify_artifacts(client, run_id, files)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    version = None
+    if registered_model_name:
         try:
-            version = client.get_model_version_by_alias(registered_model_name, alias)
+            client.get_registered_model(registered_model_name)
         except mlflow.exceptions.MlflowException:
-            return None
-        return version.tags.get("run_id") or version.run_id
-
-
-def run_metrics(home: Path | str, run_id: str) -> dict[str, float]:
-    """The latest value of every metric a run logged (pooled metrics, for serving decisions)."""
-    with _tracking(home) as mlflow:
-        return dict(mlflow.MlflowClient().get_run(run_id).data.metrics)
+            client.create_registered_model(registered_model_name)
+        version = client.create_model_version(registered_model_name, f"{run.info.artifact_uri}/{MODEL_ARTIFACT_DIR}",
+                                              run_id=run_id, tags={"run_id": run_id, **dict(tags)}).version
+    return run_id, None if version is None else str(version)
 
 
 def run_ui_command(home: Path | str) -> str:
     """The command that opens the MLflow UI on this tracking store."""
     return f"uv run mlflow ui --backend-store-uri {tracking_uri(home)} --host 127.0.0.1 --port 5070"
-
-
-def run_params(home: Path | str, run_id: str) -> dict[str, str]:
-    with _tracking(home) as mlflow:
-        return dict(mlflow.MlflowClient().get_run(run_id).data.params)
 
 
 ANALYSES_EXPERIMENT = "spymaster_analyses"
@@ -238,13 +222,19 @@ ANALYSES_EXPERIMENT = "spymaster_analyses"
 def log_report(home: Path | str, name: str, report_path: Path, metrics: Mapping[str, float] | None = None,
                params: Mapping | None = None) -> str:
     """One MLflow run per report materialization: the JSON as an artifact, headline numbers as metrics."""
+    from mlflow.entities import Metric, Param
+
     exp_id = experiment_id(home, ANALYSES_EXPERIMENT)
-    with _tracking(home) as mlflow:
-        with mlflow.start_run(experiment_id=exp_id, run_name=name) as run:
-            if params:
-                mlflow.log_params({k: _param_value(v) for k, v in params.items()})
-            finite = {k: v for k, v in _numeric(metrics or {}).items() if math.isfinite(v)}
-            if finite:
-                mlflow.log_metrics(finite)
-            mlflow.log_artifact(str(report_path), name)
-            return run.info.run_id
+    client = _client(home)
+    run_id = client.create_run(exp_id, run_name=name, tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}).info.run_id
+    try:
+        now = int(time.time() * 1000)
+        finite = {k: v for k, v in _numeric(metrics or {}).items() if math.isfinite(v)}
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in finite.items()],
+                         params=[Param(k, _param_value(v)) for k, v in (params or {}).items()])
+        client.log_artifact(run_id, str(report_path), name)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
