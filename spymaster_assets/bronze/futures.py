@@ -13,7 +13,7 @@ from ..lib.front_month import FRONT_MONTH_SCHEMA, NoFrontMonthError, choose_fron
 from ..lib.quality import crossed_book_share, schema_mismatches, timestamp_regressions
 from ..resources import LakeResource, PipelineSettings
 from ..sources.base import FUTURES, SessionFiles
-from ..partitioned import RangeRun, session_asset_defaults, stamp
+from ..partitioned import RangeRun, session_asset_defaults, session_check, stamp
 from . import BRONZE_SCHEMA_VERSION
 from .manifest import session_files
 
@@ -79,8 +79,8 @@ def write_front_month(store: Lake, settings: PipelineSettings, session: dt.date)
     deps=[dg.AssetKey(["raw", "dbn_files"])],
     kinds={"polars", "parquet"},
     check_specs=[
-        dg.AssetCheckSpec(FRONT_MONTH_DOMINANCE, asset=FRONT_MONTH_KEY,
-                          description="Front month holds ≥ 60% of outright RTH volume (else the session is roll-contaminated)")
+        session_check(FRONT_MONTH_DOMINANCE, FRONT_MONTH_KEY,
+                      "Front month holds ≥ 60% of outright RTH volume (else the session is roll-contaminated)")
     ],
     **session_asset_defaults("bronze"),
 )
@@ -191,15 +191,15 @@ def _quality_checks(store: Lake, table: str, schema: str, sessions: dict[str, di
 
 def _check_specs(key: dg.AssetKey, schema: str) -> list[dg.AssetCheckSpec]:
     specs = [
-        dg.AssetCheckSpec(SCHEMA_MATCHES, asset=key, blocking=True, description="Columns and dtypes are the bronze schema"),
-        dg.AssetCheckSpec(NON_EMPTY_RTH, asset=key, blocking=True, description="The front month has records in RTH"),
+        session_check(SCHEMA_MATCHES, key, "Columns and dtypes are the bronze schema", blocking=True),
+        session_check(NON_EMPTY_RTH, key, "The front month has records in RTH", blocking=True),
     ]
     if schema != "ohlcv-1m":
-        specs.append(dg.AssetCheckSpec(MONOTONIC_TIMESTAMPS, asset=key, blocking=True,
-                                       description="ts_recv never decreases; ts_event never decreases per instrument"))
+        specs.append(session_check(MONOTONIC_TIMESTAMPS, key, "ts_recv never decreases; ts_event never decreases per instrument",
+                                   blocking=True))
     if schema == "mbp-10":
-        specs.append(dg.AssetCheckSpec(NO_CROSSED_BOOK, asset=key, blocking=True,
-                                       description="Share of records with best bid ≥ best ask within tolerance"))
+        specs.append(session_check(NO_CROSSED_BOOK, key, "Share of records with best bid ≥ best ask within tolerance",
+                                   blocking=True))
     return specs
 
 

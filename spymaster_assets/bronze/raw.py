@@ -6,7 +6,7 @@ import dagster as dg
 from ..lib.tiers import NO_TIER, session_tier
 from ..resources import LakeResource, MarketDataResource, PipelineSettings
 from ..sources.base import SourceError
-from ..partitioned import RangeRun, session_asset_defaults, stamp
+from ..partitioned import RangeRun, session_asset_defaults, session_check, stamp
 from . import BRONZE_SCHEMA_VERSION
 from .manifest import manifest_frame
 
@@ -17,8 +17,7 @@ HAS_FILES = "HAS_FILES"
     key=["raw", "dbn_files"],
     kinds={"dbn", "parquet"},
     description=__doc__,
-    check_specs=[dg.AssetCheckSpec(HAS_FILES, asset=["raw", "dbn_files"], blocking=True,
-                                   description="Every session has at least one futures DBN file")],
+    check_specs=[session_check(HAS_FILES, ["raw", "dbn_files"], "Every session has at least one futures DBN file", blocking=True)],
     **session_asset_defaults("bronze"),
 )
 def raw_dbn_files(
