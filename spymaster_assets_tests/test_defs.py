@@ -52,3 +52,24 @@ def test_schedule_is_running_and_targets_todays_session():
             instance=instance, scheduled_execution_time=dt.datetime(2024, 12, 25, 16, 30, tzinfo=ET)
         )
         assert isinstance(daily_market_schedule(holiday), dg.SkipReason)
+
+
+def test_a_backfill_by_partition_names_targets_exactly_those_sessions():
+    """What the UI's backfill dialog sends (partition names, whole graph) targets every session
+    asset at the requested sessions only: no fan-out through the as-of (D-1) or warm-up edges."""
+    import time
+
+    from dagster._core.execution.asset_backfill import AssetBackfillData
+
+    graph = defs.resolve_asset_graph()
+    keys = list(graph.get_all_asset_keys())
+    with dg.instance_for_test() as instance:
+        for names in (["2024-12-19"], ["2024-12-06", "2024-12-09", "2024-12-10"]):  # a range across a weekend
+            target = AssetBackfillData.from_asset_partitions(
+                asset_graph=graph, partition_names=names, asset_selection=keys, dynamic_partitions_store=instance,
+                backfill_start_timestamp=time.time(), all_partitions=False).target_subset
+            for key in keys:
+                if graph.get(key).is_partitioned:
+                    assert target.get_partitions_subset(key).get_partition_keys() == names, key
+                else:
+                    assert key in target.non_partitioned_asset_keys, key

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -135,8 +136,11 @@ class Dagster:
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.web_port}/graphql", data=json.dumps({"query": query, "variables": variables}).encode(),
             headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=120) as response:
-            body = json.loads(response.read())
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raise AssertionError(f"HTTP {error.code} from the webserver: {error.read()[:2000]!r}") from error
         assert "errors" not in body, body["errors"]
         return body["data"]
 
