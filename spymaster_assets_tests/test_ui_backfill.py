@@ -36,10 +36,12 @@ RANGE = ("2024-12-09", "2024-12-10", "2024-12-11")
 MISSING = "2024-12-10"  # a trading session whose DBN files are absent
 BACKFILL_TIMEOUT_S = 900
 DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-# One run per session for its own partitions, at most one more for its as-of partitions (when the
-# previous session is in the same backfill they wait for its episodes), and at most two for the
-# unpartitioned assets (warehouse views, model, marts, reports).
-MAX_RUNS_PER_SESSION, MAX_UNPARTITIONED_RUNS = 2, 2
+# Every run builds one session (or the unpartitioned assets). The daemon launches, per iteration,
+# whatever is ready, and an asset joins its parent's run only through identity edges; so a
+# session takes up to four runs (bronze + bars; levels after the D-1 warm-up edge; state →
+# episodes; as-of partitions after D-1's episodes when D-1 is in the same backfill), and the
+# unpartitioned assets (warehouse views, model, marts, reports) one or two.
+MAX_RUNS_PER_SESSION, MAX_UNPARTITIONED_RUNS = 4, 2
 
 LAUNCH = """
 mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
@@ -252,19 +254,26 @@ def test_runs_are_one_per_session_and_tagged_with_it(backfilled):
 
 
 def test_a_session_without_data_is_flagged_and_the_others_are_built(backfilled):
+    """The session before the gap is built through every asset. The session after it is built
+    through every asset unless the gap's session *failed*: then what reads the previous session
+    (levels' warm-up on D-1's 2-minute bars, the as-of partitions on D-1's episodes) and its
+    descendants are skipped by the daemon — by lineage, not by accident. A session without data
+    that is recorded as a flagged, empty partition blocks nothing."""
     import dagster as dg
 
+    from spymaster_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    reads_previous_session = (dg.AssetSelection.assets(["silver", "levels"], ["gold", "normalization_stats"],
+                                                       ["gold", "similarity_index"]).downstream().resolve(graph))
     with instance_at(backfilled["home"]) as instance:
-        graph_keys = partitioned_keys(backfilled["nodes"])
-        missing_episodes = MISSING not in instance.get_materialized_partitions(dg.AssetKey(["gold", "episodes"]))
-        as_of = {("gold", "normalization_stats"), ("gold", "similarity_index")}
-        for key in graph_keys:
+        gap_failed = MISSING not in instance.get_materialized_partitions(dg.AssetKey(["silver", "bars_2m"]))
+        for key in partitioned_keys(backfilled["nodes"]):
             built = instance.get_materialized_partitions(key)
             assert RANGE[0] in built, key
-            # The last session reads D-1 (the missing one) only through the as-of edge: its as-of
-            # partitions wait for that session's episodes, so they are built unless it failed.
-            depends_on_missing = missing_episodes and (tuple(key.path) in as_of or key.path[0] == "ml")
-            assert RANGE[2] in built or depends_on_missing, key
+            assert RANGE[2] in built or (gap_failed and key in reads_previous_session), key
+            if key not in reads_previous_session:
+                assert RANGE[2] in built, key
     has_files = {e["partition"]: e["evaluation"]["success"] for e in backfilled["checks"]["HAS_FILES"]}
     flagged_by_check = has_files.get(MISSING) is False
     run_failed = backfilled["statuses"]["range"] in ("COMPLETED_FAILED", "FAILED")
