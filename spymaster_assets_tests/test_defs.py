@@ -73,3 +73,14 @@ def test_a_backfill_by_partition_names_targets_exactly_those_sessions():
                     assert target.get_partitions_subset(key).get_partition_keys() == names, key
                 else:
                     assert key in target.non_partitioned_asset_keys, key
+
+
+def test_raw_and_bronze_checks_are_evaluated_per_session():
+    from spymaster_assets.partitions import trading_sessions_partitions
+
+    graph = defs.resolve_asset_graph()
+    for key in BRONZE_KEYS:
+        checks = graph.get_check_keys_for_assets({dg.AssetKey.from_user_string(key)})
+        assert checks, key
+        for check_key in checks:
+            assert graph.get(check_key).partitions_def == trading_sessions_partitions, check_key
