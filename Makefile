@@ -1,4 +1,4 @@
-# Spymaster: `make demo` runs the main job end to end on synthetic data; `make test` runs the tests.
+# Spymaster: `make demo` backfills the asset graph session by session on synthetic data (one Dagster run each); `make test` runs the tests.
 SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 # LightGBM/FAISS OpenMP threads spin-wait and run 5x slower on 2 cores unless passive.
@@ -10,6 +10,7 @@ HOME_DIR := $(or $(SPYMASTER_HOME),$(CURDIR)/.spymaster)
 
 .PHONY: setup demo test bench dev mlflow clean
 
+# setup also prepares the dbt manifest once (definitions read it at import; nothing re-parses it per load).
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --locked --compile-bytecode

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dagster as dg
 
-from .partitions import single_run_backfill, trading_sessions_partitions
+from .partitions import trading_sessions_partitions
 from .resources import PipelineSettings
 
 OWNERS = ["team:data-eng"]
@@ -18,15 +19,29 @@ OWNERS = ["team:data-eng"]
 def session_asset_defaults(group: str) -> dict:
     """Decorator arguments shared by every session-partitioned asset of a layer.
 
-    Range runs (UI backfills, `dg launch --partition-range`) execute as one run; every
-    session asset loops over context.partition_keys, so it is range-safe.
+    No backfill policy: a backfill (UI, `spymaster demo`) launches one run per session, tagged
+    `dagster/partition`, so a session that fails fails only its own partitions and their
+    downstream, and asset checks and `dagster/row_count` are recorded per partition.
+    (`BackfillPolicy.multi_run(1)` also makes one run per session, but tags it as a one-key
+    range: the run then has no partition key and partitioned checks lose their partition.)
+    Every session asset still loops over context.partition_keys, so a range run
+    (`job.execute_in_process` with range tags) stays correct.
     """
     return dict(
         partitions_def=trading_sessions_partitions,
-        backfill_policy=single_run_backfill,
         group_name=group,
         owners=OWNERS,
     )
+
+
+def session_check(name: str, asset: dg.CoercibleToAssetKey, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
+    """An asset check evaluated per session partition: the UI lists its result under the partition
+    the run built (a check result of a range run has no partition and is recorded unpartitioned).
+    Partitioned asset checks are a preview feature in Dagster 1.13."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(name, asset=asset, description=description, blocking=blocking,
+                                 partitions_def=trading_sessions_partitions)
 
 
 RAW_DBN_FILES = dg.AssetKey(["raw", "dbn_files"])

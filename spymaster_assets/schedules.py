@@ -17,11 +17,13 @@ DAILY_SELECTION = dg.AssetSelection.all() - dg.AssetSelection.groups("reports") 
 daily_market_job = dg.define_asset_job(
     "daily_market_job",
     selection=DAILY_SELECTION,
-    description="Every session-partitioned asset for one session (or a range, as one run).",
+    description="Every asset but the reports, for one session: the session's partitions, then the warehouse views, "
+                "model and marts over every session present.",
 )
 
-# The session closes at 16:00 ET (Globex at 17:00); by 16:30 the vendor's files for the day
-# are complete enough for bronze, and the 18:00 freshness deadline leaves room for a retry.
+# The session closes at 16:00 ET (Globex at 17:00) and is a partition from then on (partitions.py);
+# by 16:30 the vendor's files for the day are complete enough for bronze, and the 18:00
+# freshness deadline leaves room for a retry.
 DAILY_CRON = "30 16 * * 1-5"
 
 

@@ -22,7 +22,7 @@ from ..lib.quality import (ES_TICK, PRICE_BAND, crossed_book_share, duplicate_re
                            timestamp_regressions)
 from ..resources import LakeResource, PipelineSettings
 from ..sources.base import FUTURES, SessionFiles
-from ..partitioned import RangeRun, blocking_check, session_asset_defaults, stamp
+from ..partitioned import RangeRun, blocking_check, session_asset_defaults, session_check, stamp
 from . import BRONZE_SCHEMA_VERSION
 from .manifest import session_files
 
@@ -96,9 +96,9 @@ def write_front_month(store: Lake, settings: PipelineSettings, session: dt.date)
     deps=[dg.AssetKey(["raw", "dbn_files"])],
     kinds={"polars", "parquet"},
     check_specs=[
-        dg.AssetCheckSpec(FRONT_MONTH_DOMINANCE, asset=FRONT_MONTH_KEY,
-                          description="The front month chosen before the open holds ≥ 60% of the session's outright RTH "
-                                      "volume (else the session is roll-contaminated)")
+        session_check(FRONT_MONTH_DOMINANCE, FRONT_MONTH_KEY,
+                      "The front month chosen before the open holds ≥ 60% of the session's outright RTH "
+                      "volume (else the session is roll-contaminated)")
     ],
     **session_asset_defaults("bronze"),
 )
@@ -279,21 +279,19 @@ def _non_empty_rth(store: Lake, key, empty_rth: dict, flagged: dict, partition) 
 
 def _check_specs(key: dg.AssetKey, schema: str) -> list[dg.AssetCheckSpec]:
     specs = [
-        dg.AssetCheckSpec(SCHEMA_MATCHES, asset=key, blocking=True, description="Columns and dtypes are the bronze schema"),
-        dg.AssetCheckSpec(NON_EMPTY_RTH, asset=key, blocking=True,
-                          description="The front month has records in RTH (WARN for a session flagged empty)"),
-        dg.AssetCheckSpec(NO_DUPLICATE_RECORDS, asset=key, blocking=True,
-                          description="No record repeats another on its identifying fields"),
-        dg.AssetCheckSpec(PRICE_SANITY, asset=key, blocking=True,
-                          description="Every price defined (not UNDEF), > 0, on the 0.25 tick, within ±10% of the "
-                                      "previous session's close (else the session median)"),
+        session_check(SCHEMA_MATCHES, key, "Columns and dtypes are the bronze schema", blocking=True),
+        session_check(NON_EMPTY_RTH, key, "The front month has records in RTH (WARN for a session flagged empty)",
+                      blocking=True),
+        session_check(NO_DUPLICATE_RECORDS, key, "No record repeats another on its identifying fields", blocking=True),
+        session_check(PRICE_SANITY, key, "Every price defined (not UNDEF), > 0, on the 0.25 tick, within ±10% of the "
+                                         "previous session's close (else the session median)", blocking=True),
     ]
     if schema != "ohlcv-1m":
-        specs.append(dg.AssetCheckSpec(MONOTONIC_TIMESTAMPS, asset=key, blocking=True,
-                                       description="ts_recv never decreases; ts_event never decreases per instrument"))
+        specs.append(session_check(MONOTONIC_TIMESTAMPS, key, "ts_recv never decreases; ts_event never decreases per instrument",
+                                   blocking=True))
     if schema == "mbp-10":
-        specs.append(dg.AssetCheckSpec(NO_CROSSED_BOOK, asset=key, blocking=True,
-                                       description="Share of records with best bid ≥ best ask within tolerance"))
+        specs.append(session_check(NO_CROSSED_BOOK, key, "Share of records with best bid ≥ best ask within tolerance",
+                                   blocking=True))
     return specs
 
 

@@ -13,7 +13,7 @@ from ..lib.options_bronze import OPTION_DEFINITION_SCHEMA, open_interest_before,
 from ..lib.quality import schema_mismatches
 from ..resources import LakeResource, PipelineSettings
 from ..sources.base import OPTIONS
-from ..partitioned import RangeRun, blocking_check, session_asset_defaults, stamp
+from ..partitioned import RangeRun, blocking_check, session_asset_defaults, session_check, stamp
 from . import BRONZE_SCHEMA_VERSION
 from .futures import FRONT_MONTH_KEY, read_front_month
 from .manifest import session_files
@@ -51,7 +51,7 @@ def _write_empty(store, settings: PipelineSettings, table: str, schema: dict):
 
 
 def _schema_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(SCHEMA_MATCHES, asset=key, blocking=True, description="Columns and dtypes are the bronze schema")
+    return session_check(SCHEMA_MATCHES, key, "Columns and dtypes are the bronze schema", blocking=True)
 
 
 @dg.asset(

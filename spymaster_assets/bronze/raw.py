@@ -23,7 +23,7 @@ import numpy as np
 from ..lib.calendar import session_window
 from ..lib.dbn_decode import DbnDecodeError, iter_record_chunks
 from ..lib.tiers import NO_TIER, costs_data, stand_in_role, tier_shortfall
-from ..partitioned import EMPTY_SESSION, RangeRun, session_asset_defaults, stamp
+from ..partitioned import EMPTY_SESSION, RangeRun, session_asset_defaults, session_check, stamp
 from ..resources import LakeResource, MarketDataResource, PipelineSettings
 from ..sources.base import FUTURES, SessionFiles, SourceError
 from . import BRONZE_SCHEMA_VERSION
@@ -89,11 +89,11 @@ def assess(files: SessionFiles, allow_downgrade: bool) -> dict[str, object]:
     kinds={"dbn", "parquet"},
     description=__doc__,
     check_specs=[
-        dg.AssetCheckSpec(SESSION_HAS_DATA, asset=RAW_KEY,
-                          description="Futures trades or 1-min bars in RTH (WARN: an empty session is flagged, not failed)"),
-        dg.AssetCheckSpec(TIER_AS_EXPECTED, asset=RAW_KEY,
-                          description="No file that covers the session is unusable (WARN when allow_tier_downgrade "
-                                      "let the session run at a lower tier)"),
+        session_check(SESSION_HAS_DATA, RAW_KEY,
+                      "Futures trades or 1-min bars in RTH (WARN: an empty session is flagged, not failed)"),
+        session_check(TIER_AS_EXPECTED, RAW_KEY,
+                      "No file that covers the session is unusable (WARN when allow_tier_downgrade "
+                      "let the session run at a lower tier)"),
     ],
     **session_asset_defaults("bronze"),
 )

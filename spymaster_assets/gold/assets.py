@@ -9,7 +9,7 @@ from ..lib.calendar import session_window
 from ..lib.episodes import VECTOR_SCHEMA_VERSION, build_episodes, episode_schema, missing_vector_values, vector_layout
 from ..lib.normalization import NORMALIZATION_SESSIONS, STATS_SCHEMA, fit_robust_z
 from ..lib.metrics import reliability_png, reliability_table
-from ..partitioned import OWNERS, RangeRun, session_asset_defaults, stamp
+from ..partitioned import OWNERS, RangeRun, as_of_deps, session_asset_defaults, stamp
 from ..resources import LakeResource, MarketDataResource, PipelineSettings
 from ..synthetic import match_ground_truth, read_ground_truth
 from .as_of import INDEX_LOOKBACK_SESSIONS, build_indices, history_for, index_dir
@@ -88,7 +88,7 @@ def gold_episodes(context: dg.AssetExecutionContext, lake: LakeResource, setting
 
 @dg.asset(
     key=key("normalization_stats"),
-    deps=[dg.AssetDep(key("episodes"), partition_mapping=trailing(NORMALIZATION_SESSIONS))],
+    deps=as_of_deps(),
     kinds={"polars", "parquet"},
     check_specs=[dg.AssetCheckSpec(TRAILING_WINDOW_STRICTLY_BEFORE, asset=key("normalization_stats"), blocking=True,
                                    description="Stats were fitted only on sessions strictly before the partition date")],
@@ -122,7 +122,7 @@ def normalization_stats(context: dg.AssetExecutionContext, lake: LakeResource, s
 
 @dg.asset(
     key=key("similarity_index"),
-    deps=[dg.AssetDep(key("episodes"), partition_mapping=trailing(INDEX_LOOKBACK_SESSIONS)), key("normalization_stats")],
+    deps=[*as_of_deps(), key("normalization_stats")],
     kinds={"faiss"},
     check_specs=[dg.AssetCheckSpec(INDEX_STRICTLY_BEFORE, asset=key("similarity_index"), blocking=True,
                                    description="No indexed episode comes from the partition date or later")],
