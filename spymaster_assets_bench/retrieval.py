@@ -196,8 +196,25 @@ def build_as_of(store, sessions, metric_config=None) -> dict[str, float]:
     return cpu
 
 
-def quality(home) -> dict:
-    """Walk-forward retrieval on one planted market: learned metric vs robust-z cosine vs base rate vs oracle."""
+def clean_copy(source, target):
+    """The source's gold/episodes copied to a scratch lake, without the sessions the blocking
+    NO_NAN_IN_VECTORS check flags (Dagster would not build downstream of them either)."""
+    from spymaster_assets.lib.episodes import missing_vector_values
+
+    sessions, flagged = [], {}
+    for day in source.partitions("gold", "episodes"):
+        episodes = source.read("gold", "episodes", day)
+        if missing := missing_vector_values(episodes):
+            flagged[day] = missing
+            continue
+        target.write_frame("gold", "episodes", day, episodes)
+        sessions.append(dt.date.fromisoformat(day))
+    return target, sessions, flagged
+
+
+def quality(home, scratch) -> dict:
+    """Walk-forward retrieval on one planted market (as-of partitions built in `scratch`):
+    learned metric vs robust-z cosine vs base rate vs oracle."""
     from pathlib import Path
 
     from spymaster_assets.gold.as_of import LEARNED_METRIC, PLAIN_COSINE
@@ -214,8 +231,7 @@ def quality(home) -> dict:
     from spymaster_assets.synthetic import match_ground_truth, read_ground_truth
 
     home = Path(home)
-    store = Lake(home / "lake")
-    sessions = [dt.date.fromisoformat(d) for d in store.partitions("gold", "episodes")]
+    store, sessions, flagged = clean_copy(Lake(home / "lake"), Lake(Path(scratch)))
     metric_config = MetricConfig(**({"l2_penalty": float(os.environ["BENCH_L2"])} if "BENCH_L2" in os.environ else {}))
     index_config = IndexConfig(**({"min_partition": int(os.environ["BENCH_MIN_PARTITION"])}
                                   if "BENCH_MIN_PARTITION" in os.environ else {}))
@@ -228,11 +244,12 @@ def quality(home) -> dict:
     answers = {metric: walk_forward_predictions(store, sessions, metric, retrieval_config, index_config)
                for metric in (LEARNED_METRIC, PLAIN_COSINE)}
     answer_s = time.perf_counter() - began
-    matched = match_ground_truth(answers[LEARNED_METRIC], read_ground_truth(home / "raw" / "synthetic", sessions))
+    (truth_root,) = (path.parent for path in (home / "raw" / "synthetic").glob("*/ground_truth"))  # seed<N>-<scale>
+    matched = match_ground_truth(answers[LEARNED_METRIC], read_ground_truth(truth_root, sessions))
     rows = comparison_table(comparison_frame(answers[LEARNED_METRIC], answers[PLAIN_COSINE],
                                              read_break_predictions(store)), matched)
     reports = {metric: evaluation_report(frame) for metric, frame in answers.items()}
-    return {"home": str(home), "sessions": len(sessions), "episodes": answers[LEARNED_METRIC].height,
+    return {"home": str(home), "sessions": len(sessions), "flagged": flagged, "episodes": answers[LEARNED_METRIC].height,
             "build_s": build_s, "build_cpu_s": cpu, "answer_s": answer_s, "rows": rows,
             "similarity": {m: r.get("neighbour_similarity", {}) for m, r in reports.items()},
             "fallback_rates": {m: r.get("fallback_rates", {}) for m, r in reports.items()},
@@ -244,6 +261,8 @@ def print_quality(result: dict) -> None:
           f"{result['build_s']:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in result['build_cpu_s'].items())} CPU-s), "
           f"answers {result['answer_s']:.1f} s")
     print(f"  configs: {result['configs']}")
+    if result["flagged"]:
+        print(f"  left out (NO_NAN_IN_VECTORS would block them): {result['flagged']}")
     print(f"  {'predictor':<30}{'n':>6}{'AUC':>7}{'ECE':>7}{'Brier':>7}{'skill':>7}{'planned':>8}{'oracle':>7}"
           f"{'AUC/or':>7}{'edge/or':>8}")
     for row in result["rows"]:
@@ -266,8 +285,11 @@ def print_quality(result: dict) -> None:
 
 
 def quality_main(homes: list[str]) -> None:
+    import tempfile
+
     for home in homes:
-        print_quality(quality(home))
+        with tempfile.TemporaryDirectory(prefix="retrieval-quality-") as scratch:
+            print_quality(quality(home, scratch))
 
 
 # -- per-date gold cost: bounded windows ----------------------------------------------------
@@ -278,8 +300,11 @@ def replicated_lake(source, target, n_sessions: int) -> list[dt.date]:
     (ids and session dates rewritten), so window lengths can be measured beyond the market generated."""
     from spymaster_assets.lib.calendar import trading_sessions
 
+    from spymaster_assets.lib.episodes import missing_vector_values
+
     originals = source.partitions("gold", "episodes")
-    frames = [source.read("gold", "episodes", day) for day in originals]
+    frames = [frame for day in originals
+              if not missing_vector_values(frame := source.read("gold", "episodes", day))]
     sessions = trading_sessions(dt.date.fromisoformat(originals[0]))[:n_sessions]
     for i, session in enumerate(sessions):
         frame = frames[i % len(frames)]

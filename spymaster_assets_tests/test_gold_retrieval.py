@@ -225,3 +225,14 @@ def test_retrieval_evaluation_reports_against_base_rate_and_oracle(synthetic_hom
     assert 0.5 < oracle["oracle_auc"] <= 1.0 and oracle["predictor_auc"] == pytest.approx(
         oracle["auc_ratio"] * oracle["oracle_auc"])
     assert (synthetic_lake.root / "reports" / "retrieval_evaluation" / "reliability.png").stat().st_size > 1000
+
+
+def test_an_episode_missing_a_supplied_dimension_is_named_not_indexed(fake_lake):
+    history, _ = history_for(fake_lake, SESSIONS[-1])
+    t2 = [d.name for d in feature_set("T2") if d.tier == "T2"][0]
+    broken = history.with_columns(pl.when(pl.col("tier") == "T2").then(None).otherwise(pl.col(t2)).alias(t2))
+    stats = fit_robust_z(history, vector_layout())
+    with pytest.raises(ValueError, match="lack supplied dimensions"):
+        StoredIndex.build(broken, stats, fit_metrics(history, stats))
+    with pytest.raises(ValueError, match="lack supplied dimensions"):
+        fit_metrics(broken, stats)

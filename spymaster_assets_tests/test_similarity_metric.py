@@ -85,3 +85,21 @@ def test_stored_frame_round_trip_and_dimension_checks():
     with pytest.raises(ValueError):
         metric.transform(np.zeros((2, 5)))
     assert metric.transform(z[:3]).dtype == np.float32
+
+
+def test_the_blend_is_chosen_on_the_windows_newest_sessions():
+    from spymaster_assets.lib.similarity_metric import blended_weights, choose_blend
+
+    z, labels = planted(2000, seed=3)
+    sessions = np.repeat(np.arange(40), 50)
+    blend, auc, plain = choose_blend(z, labels, sessions, MetricConfig())
+    assert blend > 0 and auc > plain + 0.005  # one deciding dimension among eight noise ones: learning pays
+    metric = fit_metric(z, labels, DIMS, sessions=sessions)
+    assert metric.method == LEARNED and metric.blend == blend and metric.holdout_auc == auc
+    np.testing.assert_allclose(metric.weights, blended_weights(metric.coefficients, blend))
+    # Outcomes unrelated to the vectors: nothing beats plain cosine by the margin, so plain cosine it is.
+    noise = np.random.default_rng(9).choice(["BREAK", "REJECT"], size=2000)
+    unrelated = fit_metric(z, noise, DIMS, sessions=sessions, config=MetricConfig(min_gain=0.05))
+    assert unrelated.method == IDENTITY and np.all(unrelated.weights == 1.0) and unrelated.blend == 0.0
+    assert unrelated.holdout_auc_plain is not None
+    np.testing.assert_allclose(blended_weights(np.array([2.0, -1.0, 0.0]), 0.5), [1.0, 0.75, 0.5])

@@ -83,8 +83,20 @@ def fit_metrics(history: pl.DataFrame, stats: pl.DataFrame, config: MetricConfig
                 continue
             dims = feature_set(tier)
             z = apply_robust_z(vector_matrix(members, dims), stats, dims)
-            frames.append(fit_metric(z, members["label"].to_numpy(), [d.name for d in dims], config).frame(tier))
+            _require_supplied(z, members, tier)
+            frames.append(fit_metric(z, members["label"].to_numpy(), [d.name for d in dims], config,
+                                     sessions=members["session"].to_numpy()).frame(tier))
     return pl.concat(frames) if frames else pl.DataFrame(schema=METRIC_SCHEMA)
+
+
+def _require_supplied(z: np.ndarray, episodes: pl.DataFrame, tier: str) -> None:
+    """Episodes must carry every dimension their tier supplies (gold/episodes' blocking
+    NO_NAN_IN_VECTORS check); name the sessions that do not rather than index a NaN."""
+    bad = ~np.isfinite(z).all(axis=1)
+    if bad.any():
+        sessions = sorted({str(day) for day in episodes["session"].to_numpy()[bad]})
+        raise ValueError(f"{int(bad.sum())} episodes of tier {tier} lack supplied dimensions (NaN) in sessions "
+                         f"{sessions}: rebuild their gold/episodes (check NO_NAN_IN_VECTORS)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,7 +117,12 @@ class StoredIndex:
             z = np.empty((0, len(dims)), dtype=np.float16)
             meta = pl.DataFrame(schema={c: t for c, t in _neighbour_schema().items()})
         else:
-            z = apply_robust_z(vector_matrix(history, dims), stats, dims).astype(np.float16)
+            z = apply_robust_z(vector_matrix(history, dims), stats, dims)
+            for tier in {t for t in history["tier"].unique().to_list()}:
+                own = (history["tier"] == tier).to_numpy()
+                _require_supplied(z[np.ix_(own, [i for i, d in enumerate(dims) if tier_rank(d.tier) <= tier_rank(tier)])],
+                                  history.filter(pl.col("tier") == tier), tier)
+            z = z.astype(np.float16)
             meta = history.select(NEIGHBOUR_COLUMNS)
         return cls(z, tuple(d.name for d in dims), meta, metric, dict(provenance or {}))
 
