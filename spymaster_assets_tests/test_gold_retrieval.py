@@ -225,6 +225,19 @@ def test_retrieval_evaluation_reports_against_base_rate_and_oracle(synthetic_hom
     assert 0.5 < oracle["oracle_auc"] <= 1.0 and oracle["predictor_auc"] == pytest.approx(
         oracle["auc_ratio"] * oracle["oracle_auc"])
     assert (synthetic_lake.root / "reports" / "retrieval_evaluation" / "reliability.png").stat().st_size > 1000
+    comparison = report["comparison"]
+    assert "absent" in comparison["break_model"]  # no ml/break_predictions in this lake: model rows skipped
+    assert [row["predictor"] for row in comparison["rows"]] == [
+        "retrieval (learned metric)", "retrieval (robust-z cosine)", "base rate"]
+    assert all(row["n"] == report["n"] for row in comparison["rows"])
+    assert set(report["fallback_rates"]) == {"kind_direction_bucket", "kind_direction", "direction"}
+    assert sum(report["fallback_rates"].values()) == pytest.approx(1.0)
+    similarity = report["neighbour_similarity"]["median"]
+    assert -1.0 <= similarity["p10"] <= similarity["median"] <= similarity["p90"] <= 1.0
+    served = synthetic_lake.read("reports", "retrieval_predictions", SYNTHETIC_SESSIONS[1])
+    assert served["similarity_p10"].le(served["similarity_median"]).all()
+    assert served["p_break_plain_cosine"].null_count() == 0
+    assert (served["p_break"] > 0).all() and (served["p_break_high"] > served["p_break_low"]).all()
 
 
 def test_an_episode_missing_a_supplied_dimension_is_named_not_indexed(fake_lake):
@@ -236,3 +249,28 @@ def test_an_episode_missing_a_supplied_dimension_is_named_not_indexed(fake_lake)
         StoredIndex.build(broken, stats, fit_metrics(history, stats))
     with pytest.raises(ValueError, match="lack supplied dimensions"):
         fit_metrics(broken, stats)
+
+
+def test_comparison_joins_the_model_table_and_scores_every_predictor_on_the_same_episodes(tmp_path):
+    from spymaster_assets.gold.evaluation import comparison_frame, comparison_table, read_break_predictions
+
+    lake = Lake(tmp_path)
+    assert read_break_predictions(lake) is None  # the model tier has not run: rows skipped, no error
+    ids = [f"e{i}" for i in range(6)]
+    labels = ["BREAK", "REJECT", "BREAK", "CHOP", "BREAK", "REJECT"]
+    learned = pl.DataFrame({"episode_id": ids, "label": labels, "p_break": [.9, .2, .8, .3, .7, .1],
+                            "base_break": [.5] * 6, "similarity_median": [.6] * 6})
+    plain = learned.with_columns(pl.Series("p_break", [.6, .5, .4, .5, .7, .3]))  # 7 of 9 pairs ordered
+    model = pl.DataFrame({"episode_id": ids[1:], "session": [dt.date(2024, 3, 4)] * 5,
+                          "p_break": [.1, .9, .2, .8, .3], "p_break_baseline": [.4, .6, .4, .5, .4],
+                          "baseline_feature": ["wall_ratio_30min"] * 5})
+    lake.write_frame("ml", "break_predictions", "2024-03-04", model)
+    frame = comparison_frame(learned, plain, read_break_predictions(lake))
+    assert frame["episode_id"].to_list() == ids[1:]  # only episodes every predictor answered
+    rows = {row["predictor"]: row for row in comparison_table(frame)}
+    assert set(rows) == {"retrieval (learned metric)", "retrieval (robust-z cosine)", "base rate",
+                         "break model (as of D)", "best single feature"}
+    assert all(row["n"] == 5 for row in rows.values())
+    assert rows["retrieval (learned metric)"]["auc"] == 1.0 and rows["break model (as of D)"]["auc"] == 1.0
+    assert rows["best single feature"]["feature"] == "wall_ratio_30min"
+    assert rows["base rate"]["auc"] == 0.5
