@@ -240,6 +240,12 @@ def quality(home, scratch) -> dict:
     began = time.perf_counter()
     cpu = build_as_of(store, sessions, metric_config)
     build_s = time.perf_counter() - began
+    chosen = {}  # λ of the served tier's metric per date: how often the window preferred learning
+    for session in sessions:
+        metric = store.read("gold", "similarity_metric", session)
+        if metric.height:
+            top = metric.filter(pl.col("tier") == metric["tier"].max())
+            chosen[top["blend"][0]] = chosen.get(top["blend"][0], 0) + 1
     began = time.perf_counter()
     answers = {metric: walk_forward_predictions(store, sessions, metric, retrieval_config, index_config)
                for metric in (LEARNED_METRIC, PLAIN_COSINE)}
@@ -253,6 +259,7 @@ def quality(home, scratch) -> dict:
             "build_s": build_s, "build_cpu_s": cpu, "answer_s": answer_s, "rows": rows,
             "similarity": {m: r.get("neighbour_similarity", {}) for m, r in reports.items()},
             "fallback_rates": {m: r.get("fallback_rates", {}) for m, r in reports.items()},
+            "chosen_blends": chosen,
             "configs": {"metric": metric_config, "index": index_config, "retrieval": retrieval_config}}
 
 
@@ -261,6 +268,8 @@ def print_quality(result: dict) -> None:
           f"{result['build_s']:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in result['build_cpu_s'].items())} CPU-s), "
           f"answers {result['answer_s']:.1f} s")
     print(f"  configs: {result['configs']}")
+    print(f"  metric blend λ chosen per date (0 = plain cosine won on the window's newest sessions): "
+          f"{dict(sorted(result['chosen_blends'].items()))}")
     if result["flagged"]:
         print(f"  left out (NO_NAN_IN_VECTORS would block them): {result['flagged']}")
     print(f"  {'predictor':<30}{'n':>6}{'AUC':>7}{'ECE':>7}{'Brier':>7}{'skill':>7}{'planned':>8}{'oracle':>7}"
