@@ -115,10 +115,10 @@ class StoredIndex:
         dims = vector_layout()
         if history.height == 0:
             z = np.empty((0, len(dims)), dtype=np.float16)
-            meta = pl.DataFrame(schema={c: t for c, t in _neighbour_schema().items()})
+            meta = pl.DataFrame(schema=_neighbour_schema())
         else:
             z = apply_robust_z(vector_matrix(history, dims), stats, dims)
-            for tier in {t for t in history["tier"].unique().to_list()}:
+            for tier in history["tier"].unique().to_list():
                 own = (history["tier"] == tier).to_numpy()
                 _require_supplied(z[np.ix_(own, [i for i, d in enumerate(dims) if tier_rank(d.tier) <= tier_rank(tier)])],
                                   history.filter(pl.col("tier") == tier), tier)
