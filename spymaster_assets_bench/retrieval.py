@@ -8,6 +8,23 @@
 (e.g. `spymaster demo --scale tiny --sessions 44 --seed 11`, or any run up to gold/episodes);
 see `quality_main` and `cost_main`.
 
+Measured 2026-11-29 on a loaded 2-core machine (tiny scale, 44 sessions from 2024-09-03, one
+session per market left out by NO_NAN_IN_VECTORS; seeds 11 and 23 only evaluated, never tuned on):
+
+    seed  predictor                 AUC    ECE   AUC/oracle (planned)  edge/oracle
+    11    learned metric            0.611  0.035  0.743                 0.319
+    11    robust-z cosine           0.613  0.032  0.737                 0.303
+    11    base rate                 0.497  0.069  0.607                −0.042
+    23    learned metric            0.608  0.059  0.744                 0.326
+    23    robust-z cosine           0.603  0.056  0.744                 0.327
+    23    base rate                 0.535  0.070  0.670                 0.133
+
+  median neighbour similarity (median over answers) 0.25 / 0.25 (learned, seed 11 / 23) vs
+  0.245 / 0.242 plain; fallback rates (fine / kind×direction / direction) 6 / 49 / 45 % and
+  3 / 50 / 48 %. Targets (AUC ≥ 0.9 × oracle, ECE ≤ 0.03) missed. Gold cost of the last date,
+  episodes replicated from seed 11: 250 sessions 3.84 CPU-s / 2.13 MB, 750 sessions 4.36 CPU-s /
+  2.12 MB (1.13× / 1.00×, target ≤ 1.5×).
+
 Latency: 100 k synthetic episodes (target p99 ≤ 2 ms per query).
 
 Episodes: clustered vectors of dimension 120 (robust-z-like scale), spread over 250
