@@ -274,3 +274,11 @@ def test_comparison_joins_the_model_table_and_scores_every_predictor_on_the_same
     assert rows["retrieval (learned metric)"]["auc"] == 1.0 and rows["break model (as of D)"]["auc"] == 1.0
     assert rows["best single feature"]["feature"] == "wall_ratio_30min"
     assert rows["base rate"]["auc"] == 0.5
+
+
+def test_an_index_partition_in_the_old_layout_is_an_error_not_an_empty_answer(tmp_path):
+    lake = Lake(tmp_path)
+    (index_dir(lake, SESSIONS[5]) / "tier=T3").mkdir(parents=True)  # schema 1: one directory per tier
+    with pytest.raises(ValueError, match="rematerialize"):
+        AsOf(lake, SESSIONS[5]).index("T3")
+    assert AsOf(lake, SESSIONS[6]).index("T3") is None  # no partition at all: nothing indexed yet

@@ -263,7 +263,12 @@ class AsOf:
     @cached_property
     def stored(self) -> StoredIndex | None:
         path = index_dir(self.store, self.session)
-        return StoredIndex.load(path) if (path / MANIFEST_FILE).exists() else None
+        if not path.exists():
+            return None
+        if not (path / MANIFEST_FILE).exists():
+            raise ValueError(f"{path} holds no {MANIFEST_FILE} (an index written before schema {INDEX_SCHEMA_VERSION}?): "
+                             "rematerialize gold/similarity_metric and gold/similarity_index for this session")
+        return StoredIndex.load(path)
 
     def index(self, tier: str) -> SimilarityIndex | None:
         if tier not in self._indices:
