@@ -34,7 +34,7 @@ def session_asset_defaults(group: str) -> dict:
     )
 
 
-def session_check(name: str, asset: dg.CoercibleToAssetKey, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
+def session_check(name: str, asset: dg.CoercibleToAssetKey, description: str = "", blocking: bool = False) -> dg.AssetCheckSpec:
     """An asset check evaluated per session partition: the UI lists its result under the partition
     the run built (a check result of a range run has no partition and is recorded unpartitioned).
     Partitioned asset checks are a preview feature in Dagster 1.13."""

@@ -55,11 +55,8 @@ def research_summary(lake: Lake, sessions: list[dt.date]) -> pl.DataFrame:
             labels = lake.read("silver", "labels", session, columns=["label"])["label"]
             row |= {"anchors": labels.len(), **{o: int((labels == o).sum()) for o in ("BREAK", "REJECT", "CHOP")}}
         row["episodes"] = _rows(lake, "gold", "episodes", session)
-        index_meta = lake.partition_dir("gold", "similarity_index", session)
-        manifests = sorted(index_meta.glob("tier=*/manifest.json"))
-        # Direction partitions cover a tier's whole index; the lowest tier's index holds every episode.
-        row["indexed_episodes"] = max((sum(p["size"] for p in _manifest(m)["partitions"] if p["granularity"] == "direction")
-                                       for m in manifests), default=None)
+        manifest = lake.partition_dir("gold", "similarity_index", session) / "manifest.json"
+        row["indexed_episodes"] = _manifest(manifest)["n_episodes"] if manifest.exists() else None
         rows.append(row)
     return pl.DataFrame(rows)
 

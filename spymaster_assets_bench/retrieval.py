@@ -1,4 +1,31 @@
-"""Retrieval latency on 100 k synthetic episodes (SPEC §7–§8; target p99 ≤ 2 ms per query).
+"""Retrieval benchmarks (SPEC §7–§8): latency, quality on the planted market, per-date gold cost.
+
+    python -m spymaster_assets_bench.retrieval                      latency (below)
+    python -m spymaster_assets_bench.retrieval quality HOME [HOME…]  quality on planted markets
+    python -m spymaster_assets_bench.retrieval cost HOME             gold cost, last date of 250 vs 750 sessions
+
+`quality` and `cost` need a SPYMASTER_HOME whose lake holds gold/episodes of a synthetic market
+(e.g. `spymaster demo --scale tiny --sessions 44 --seed 11`, or any run up to gold/episodes);
+see `quality_main` and `cost_main`.
+
+Measured 2026-11-29 on a loaded 2-core machine (tiny scale, 44 sessions from 2024-09-03, one
+session per market left out by NO_NAN_IN_VECTORS; seeds 11 and 23 only evaluated, never tuned on):
+
+    seed  predictor                 AUC    ECE   AUC/oracle (planned)  edge/oracle
+    11    learned metric            0.611  0.035  0.743                 0.319
+    11    robust-z cosine           0.613  0.032  0.737                 0.303
+    11    base rate                 0.497  0.069  0.607                −0.042
+    23    learned metric            0.608  0.059  0.744                 0.326
+    23    robust-z cosine           0.603  0.056  0.744                 0.327
+    23    base rate                 0.535  0.070  0.670                 0.133
+
+  median neighbour similarity (median over answers) 0.25 / 0.25 (learned, seed 11 / 23) vs
+  0.245 / 0.242 plain; fallback rates (fine / kind×direction / direction) 6 / 49 / 45 % and
+  3 / 50 / 48 %. Targets (AUC ≥ 0.9 × oracle, ECE ≤ 0.03) missed. Gold cost of the last date,
+  episodes replicated from seed 11: 250 sessions 3.84 CPU-s / 2.13 MB, 750 sessions 4.36 CPU-s /
+  2.12 MB (1.13× / 1.00×, target ≤ 1.5×).
+
+Latency: 100 k synthetic episodes (target p99 ≤ 2 ms per query).
 
 Episodes: clustered vectors of dimension 120 (robust-z-like scale), spread over 250
 sessions and all 60 kind × direction × bucket partitions, labels drawn per cluster so the
@@ -161,5 +188,204 @@ def main() -> None:
     print(f"  target p99 ≤ {TARGET_P99_MS} ms: {verdicts}")
 
 
+# -- quality on the planted market --------------------------------------------------------
+
+QUALITY_TARGETS = {"auc_ratio": 0.9, "ece": 0.03}
+
+
+def build_as_of(store, sessions, metric_config=None) -> dict[str, float]:
+    """Every session's stats, metric and index, oldest first, as the gold assets write them;
+    CPU seconds per step."""
+    from spymaster_assets.gold.as_of import write_normalization_stats, write_similarity_index, write_similarity_metric
+    from spymaster_assets.lib.similarity_metric import MetricConfig
+
+    stamp = {"schema_version": "bench", "config_hash": "bench"}
+    cache: dict = {}
+    cpu = {"normalization_stats": 0.0, "similarity_metric": 0.0, "similarity_index": 0.0}
+    for session in sessions:
+        for step, write in (("normalization_stats", write_normalization_stats),
+                            ("similarity_metric", lambda st, d, sp, c: write_similarity_metric(
+                                st, d, sp, c, metric_config or MetricConfig())),
+                            ("similarity_index", write_similarity_index)):
+            began = time.process_time()
+            write(store, session, stamp, cache)
+            cpu[step] += time.process_time() - began
+    return cpu
+
+
+def clean_copy(source, target):
+    """The source's gold/episodes copied to a scratch lake, without the sessions the blocking
+    NO_NAN_IN_VECTORS check flags (Dagster would not build downstream of them either)."""
+    from spymaster_assets.lib.episodes import missing_vector_values
+
+    sessions, flagged = [], {}
+    for day in source.partitions("gold", "episodes"):
+        episodes = source.read("gold", "episodes", day)
+        if missing := missing_vector_values(episodes):
+            flagged[day] = missing
+            continue
+        target.write_frame("gold", "episodes", day, episodes)
+        sessions.append(dt.date.fromisoformat(day))
+    return target, sessions, flagged
+
+
+def quality(home, scratch) -> dict:
+    """Walk-forward retrieval on one planted market (as-of partitions built in `scratch`):
+    learned metric vs robust-z cosine vs base rate vs oracle."""
+    from pathlib import Path
+
+    from spymaster_assets.gold.as_of import LEARNED_METRIC, PLAIN_COSINE
+    from spymaster_assets.gold.evaluation import (
+        comparison_frame,
+        comparison_table,
+        evaluation_report,
+        read_break_predictions,
+        walk_forward_predictions,
+    )
+    from spymaster_assets.lake import Lake
+    from spymaster_assets.lib.retrieval import RetrievalConfig
+    from spymaster_assets.lib.similarity_metric import MetricConfig
+    from spymaster_assets.synthetic import match_ground_truth, read_ground_truth
+
+    home = Path(home)
+    store, sessions, flagged = clean_copy(Lake(home / "lake"), Lake(Path(scratch)))
+    metric_config = MetricConfig(**({"l2_penalty": float(os.environ["BENCH_L2"])} if "BENCH_L2" in os.environ else {}))
+    index_config = IndexConfig(**({"min_partition": int(os.environ["BENCH_MIN_PARTITION"])}
+                                  if "BENCH_MIN_PARTITION" in os.environ else {}))
+    retrieval_config = RetrievalConfig(**({"base_pseudo_counts": float(os.environ["BENCH_PSEUDO"])}
+                                          if "BENCH_PSEUDO" in os.environ else {}))
+    began = time.perf_counter()
+    cpu = build_as_of(store, sessions, metric_config)
+    build_s = time.perf_counter() - began
+    chosen = {}  # λ of the served tier's metric per date: how often the window preferred learning
+    for session in sessions:
+        metric = store.read("gold", "similarity_metric", session)
+        if metric.height:
+            top = metric.filter(pl.col("tier") == metric["tier"].max())
+            chosen[top["blend"][0]] = chosen.get(top["blend"][0], 0) + 1
+    began = time.perf_counter()
+    answers = {metric: walk_forward_predictions(store, sessions, metric, retrieval_config, index_config)
+               for metric in (LEARNED_METRIC, PLAIN_COSINE)}
+    answer_s = time.perf_counter() - began
+    (truth_root,) = (path.parent for path in (home / "raw" / "synthetic").glob("*/ground_truth"))  # seed<N>-<scale>
+    matched = match_ground_truth(answers[LEARNED_METRIC], read_ground_truth(truth_root, sessions))
+    rows = comparison_table(comparison_frame(answers[LEARNED_METRIC], answers[PLAIN_COSINE],
+                                             read_break_predictions(store)), matched)
+    reports = {metric: evaluation_report(frame) for metric, frame in answers.items()}
+    return {"home": str(home), "sessions": len(sessions), "flagged": flagged, "episodes": answers[LEARNED_METRIC].height,
+            "build_s": build_s, "build_cpu_s": cpu, "answer_s": answer_s, "rows": rows,
+            "similarity": {m: r.get("neighbour_similarity", {}) for m, r in reports.items()},
+            "fallback_rates": {m: r.get("fallback_rates", {}) for m, r in reports.items()},
+            "chosen_blends": chosen,
+            "configs": {"metric": metric_config, "index": index_config, "retrieval": retrieval_config}}
+
+
+def print_quality(result: dict) -> None:
+    print(f"\n{result['home']}: {result['sessions']} sessions, {result['episodes']} answered episodes; as-of build "
+          f"{result['build_s']:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in result['build_cpu_s'].items())} CPU-s), "
+          f"answers {result['answer_s']:.1f} s")
+    print(f"  configs: {result['configs']}")
+    print(f"  metric blend λ chosen per date (0 = plain cosine won on the window's newest sessions): "
+          f"{dict(sorted(result['chosen_blends'].items()))}")
+    if result["flagged"]:
+        print(f"  left out (NO_NAN_IN_VECTORS would block them): {result['flagged']}")
+    print(f"  {'predictor':<30}{'n':>6}{'AUC':>7}{'ECE':>7}{'Brier':>7}{'skill':>7}{'planned':>8}{'oracle':>7}"
+          f"{'AUC/or':>7}{'edge/or':>8}")
+    for row in result["rows"]:
+        print(f"  {row['predictor']:<30}{row['n']:>6}{row['auc']:>7.3f}{row['ece']:>7.3f}{row['brier']:>7.3f}"
+              f"{row['brier_skill']:>+7.3f}{row.get('n_matched', 0):>8}{row.get('oracle_auc', float('nan')):>7.3f}"
+              f"{row.get('auc_ratio', float('nan')):>7.3f}{row.get('edge_ratio', float('nan')):>8.3f}")
+    for metric, similarity in result["similarity"].items():
+        median = similarity.get("median", {})
+        fallbacks = result["fallback_rates"][metric]
+        print(f"  {metric:<9} neighbour similarity, median over answers of each answer's median "
+              f"{median.get('median', float('nan')):.3f} (p10 {median.get('p10', float('nan')):.3f}, "
+              f"p90 {median.get('p90', float('nan')):.3f}); fallback rates "
+              + ", ".join(f"{g} {share:.1%}" for g, share in fallbacks.items()))
+    learned = next((r for r in result["rows"] if r["predictor"] == "retrieval (learned metric)"), None)
+    if learned and "auc_ratio" in learned:
+        print(f"  targets: AUC ≥ {QUALITY_TARGETS['auc_ratio']} × oracle → {learned['auc_ratio']:.3f} "
+              f"({'met' if learned['auc_ratio'] >= QUALITY_TARGETS['auc_ratio'] else 'MISSED'}); "
+              f"ECE ≤ {QUALITY_TARGETS['ece']} → {learned['ece']:.3f} "
+              f"({'met' if learned['ece'] <= QUALITY_TARGETS['ece'] else 'MISSED'})")
+
+
+def quality_main(homes: list[str]) -> None:
+    import tempfile
+
+    for home in homes:
+        with tempfile.TemporaryDirectory(prefix="retrieval-quality-") as scratch:
+            print_quality(quality(home, scratch))
+
+
+# -- per-date gold cost: bounded windows ----------------------------------------------------
+
+
+def replicated_lake(source, target, n_sessions: int) -> list[dt.date]:
+    """A lake of `n_sessions` trading sessions whose episodes cycle through the source's
+    (ids and session dates rewritten), so window lengths can be measured beyond the market generated."""
+    from spymaster_assets.lib.calendar import trading_sessions
+
+    from spymaster_assets.lib.episodes import missing_vector_values
+
+    originals = source.partitions("gold", "episodes")
+    frames = [frame for day in originals
+              if not missing_vector_values(frame := source.read("gold", "episodes", day))]
+    sessions = trading_sessions(dt.date.fromisoformat(originals[0]))[:n_sessions]
+    for i, session in enumerate(sessions):
+        frame = frames[i % len(frames)]
+        target.write_frame("gold", "episodes", session, frame.with_columns(
+            pl.lit(session).alias("session"), (pl.lit(f"{session}_r{i}_") + pl.col("episode_id")).alias("episode_id")))
+    return sessions
+
+
+def last_date_cost(store, sessions) -> dict[str, float]:
+    """CPU seconds and bytes written by the three as-of assets for the last session only."""
+    from spymaster_assets.gold.as_of import write_normalization_stats, write_similarity_index, write_similarity_metric
+
+    stamp = {"schema_version": "bench", "config_hash": "bench"}
+    session = sessions[-1]
+    began = time.process_time()
+    write_normalization_stats(store, session, stamp)
+    write_similarity_metric(store, session, stamp)
+    written = write_similarity_index(store, session, stamp)
+    cpu = time.process_time() - began
+    stored = sum(f.stat().st_size for table in ("normalization_stats", "similarity_metric", "similarity_index")
+                 for f in store.partition_dir("gold", table, session).iterdir())
+    return {"cpu_s": cpu, "bytes": stored, "indexed_episodes": written["episodes"]}
+
+
+def cost_main(home: str) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from spymaster_assets.lake import Lake
+
+    source = Lake(Path(home) / "lake")
+    print(f"gold cost of the last date (normalization_stats + similarity_metric + similarity_index), "
+          f"episodes replicated from {home}")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="retrieval-cost-") as scratch:
+        for n in (250, 750):
+            store = Lake(Path(scratch) / f"lake{n}")
+            sessions = replicated_lake(source, store, n)
+            last_date_cost(store, sessions)  # warm-up: imports, first-call allocations
+            results[n] = last_date_cost(store, sessions)
+            r = results[n]
+            print(f"  {n} sessions of history: {r['cpu_s']:.2f} CPU-s, {r['bytes'] / 1e6:.2f} MB written, "
+                  f"{r['indexed_episodes']} episodes indexed")
+    ratio_cpu = results[750]["cpu_s"] / results[250]["cpu_s"]
+    ratio_bytes = results[750]["bytes"] / results[250]["bytes"]
+    print(f"  750 / 250: CPU {ratio_cpu:.2f}×, bytes {ratio_bytes:.2f}× (target ≤ 1.5×: "
+          f"{'met' if max(ratio_cpu, ratio_bytes) <= 1.5 else 'MISSED'})")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if len(sys.argv) > 1 and sys.argv[1] == "quality":
+        quality_main(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "cost":
+        cost_main(sys.argv[2])
+    else:
+        main()

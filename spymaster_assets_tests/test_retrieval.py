@@ -126,7 +126,9 @@ def test_retrieve_end_to_end_by_hand():
                 query_day + dt.timedelta(days=1)]
     meta = make_meta(sessions, labels=["BREAK", "BREAK", "REJECT", "CHOP", "CHOP"], mfe_atr=[1.0, 2.0, 3.0, 4.0, 5.0])
     index = SimilarityIndex.build(vectors, meta, IndexConfig(min_partition=1))
-    config = RetrievalConfig(kernel="power", kernel_power=1.0, tau_sessions=math.inf)
+    # Raw partition rates (no hierarchical shrinkage) keep the arithmetic by hand; the shrinkage
+    # has its own tests below.
+    config = RetrievalConfig(kernel="power", kernel_power=1.0, tau_sessions=math.inf, base_pseudo_counts=0.0)
     result = retrieve(index, np.array([2.0, 0.0]), query_day, FINE, config)
 
     assert result.neighbours["episode_id"].to_list() == ["e0", "e1", "e2"] or \
@@ -238,10 +240,13 @@ def test_no_history_gives_uniform_distribution():
     empty_direction = retrieve(index, np.ones(4), DAY0 + dt.timedelta(days=5), ("PM_LOW", "DOWN", "T0_15"))
     assert empty_direction.partition is None
     before_everything = retrieve(index, np.ones(4), DAY0, FINE)
-    for result in (empty_direction, before_everything):
+    # No history at all: uniform. No history of the query's direction: the global rates, i.e. three
+    # UP BREAKs shrunk toward uniform with m = 10 pseudo-counts: (3 + 10/3, 10/3, 10/3) / 13.
+    expected = ({"BREAK": 19 / 39, "REJECT": 10 / 39, "CHOP": 10 / 39}, dict.fromkeys(OUTCOMES, 1 / 3))
+    for result, probabilities in zip((empty_direction, before_everything), expected):
         assert result.n_neighbours == 0 and result.insufficient_history and result.effective_n == 0.0
-        assert result.probabilities == pytest.approx(dict.fromkeys(OUTCOMES, 1 / 3))
-        assert result.mean_similarity is None
+        assert result.probabilities == pytest.approx(probabilities)
+        assert result.mean_similarity is None and result.similarity_p10_median_p90 is None
         json.dumps(result.to_dict(), allow_nan=False)
 
 
@@ -260,7 +265,7 @@ def test_zero_norm_rows_and_queries():
 def test_unlabelled_episodes_are_not_neighbours_nor_base_rate():
     meta = make_meta([DAY0, DAY0 + dt.timedelta(days=1)], labels=["BREAK", None])
     index = SimilarityIndex.build(np.ones((2, 4), np.float32), meta, IndexConfig(min_partition=1))
-    result = retrieve(index, np.ones(4), DAY0 + dt.timedelta(days=3), FINE)
+    result = retrieve(index, np.ones(4), DAY0 + dt.timedelta(days=3), FINE, RetrievalConfig(base_pseudo_counts=0.0))
     assert result.neighbours["episode_id"].to_list() == ["e0"]
     assert result.base_rates == {"BREAK": 1.0, "REJECT": 0.0, "CHOP": 0.0} and result.base_history == 1
 
@@ -391,3 +396,51 @@ def test_outcome_smoother_half_life_and_reset():
     slow = OutcomeSmoother(half_life_queries=2)
     slow.update("a", first)
     assert slow.update("a", second)["BREAK"] == pytest.approx(2 ** -0.5)  # half-life 2: √½ retained per query
+
+
+# -- never degenerate: hierarchical base rates ---------------------------------------------
+
+
+def test_hierarchical_base_rates_by_hand():
+    from spymaster_assets.lib.retrieval import hierarchical_base_rates
+
+    # m = 2. global (4, 4, 2) over uniform: (4 + 2/3, 4 + 2/3, 2 + 2/3) / 12 = (7/18, 7/18, 4/18).
+    # direction (0, 2, 0): (0 + 2·7/18, 2 + 2·7/18, 0 + 2·4/18) / 4 = (7/36, 25/36, 4/36).
+    # empty kind × direction: unchanged. fine (0, 1, 0): (2·7/36, 1 + 2·25/36, 2·4/36) / 3 = (14, 86, 8) / 108.
+    counts = [np.array([4, 4, 2]), np.array([0, 2, 0]), np.zeros(3), np.array([0, 1, 0])]
+    np.testing.assert_allclose(hierarchical_base_rates(counts, 2.0), np.array([14, 86, 8]) / 108)
+    # m = 0: the finest non-empty level's raw rates; nothing at all: uniform.
+    np.testing.assert_allclose(hierarchical_base_rates(counts, 0.0), [0, 1, 0])
+    np.testing.assert_allclose(hierarchical_base_rates([np.zeros(3)] * 4, 0.0), [1 / 3] * 3)
+
+
+def test_a_partition_without_any_break_never_answers_zero_with_a_zero_width_interval():
+    # The query's fine partition (PM_HIGH/UP/T0_15) holds 60 REJECTs and nothing else; other
+    # partitions of the same direction hold BREAKs. Neighbours all come from the fine partition.
+    rng = np.random.default_rng(5)
+    n_fine, n_other = 60, 40
+    sessions = [DAY0 + dt.timedelta(days=int(i)) for i in rng.integers(0, 30, n_fine + n_other)]
+    keys = [FINE] * n_fine + [("OR_LOW", "UP", "T60_120")] * n_other
+    labels = ["REJECT"] * n_fine + ["BREAK"] * n_other
+    index = SimilarityIndex.build(rng.normal(size=(n_fine + n_other, 6)).astype(np.float32), make_meta(sessions, keys, labels))
+    result = retrieve(index, rng.normal(size=6), DAY0 + dt.timedelta(days=40), FINE)
+    assert result.partition.key == FINE and set(result.neighbours["label"].to_list()) == {"REJECT"}
+    low, high = result.p_break_interval
+    assert 0.0 < low < result.probabilities["BREAK"] < high < 1.0
+    assert 0.0 < result.base_rates["BREAK"] < 0.5  # the fine partition's own 0 % pulled toward its parents' 40 %
+    raw = retrieve(index, rng.normal(size=6), DAY0 + dt.timedelta(days=40), FINE, RetrievalConfig(base_pseudo_counts=0.0))
+    assert raw.probabilities["BREAK"] == 0.0 and raw.p_break_interval == (0.0, 0.0)  # the defect the shrinkage removes
+
+
+def test_neighbour_similarity_quantiles_are_reported():
+    from spymaster_assets.lib.retrieval import similarity_quantiles
+
+    assert similarity_quantiles(np.array([0.0, 0.25, 0.5, 0.75, 1.0])) == pytest.approx((0.1, 0.5, 0.9))
+    assert similarity_quantiles(np.empty(0)) is None
+    vectors, meta = random_corpus(400, 8, 30, seed=2)
+    index = SimilarityIndex.build(vectors, meta, IndexConfig(min_partition=1))
+    result = retrieve(index, vectors[0], DAY0 + dt.timedelta(days=40), FINE)
+    p10, median, p90 = result.similarity_p10_median_p90
+    sims = np.sort(result.similarities)
+    assert (p10, median, p90) == pytest.approx(tuple(np.quantile(sims, [0.1, 0.5, 0.9])))
+    assert result.to_dict()["similarity"] == pytest.approx({"p10": p10, "median": median, "p90": p90})

@@ -1,14 +1,33 @@
-"""Retrieval "as of" a session: its normalization stats, its indices, and queries against them.
+"""What is known "as of" a session D: its normalization stats, its learned similarity metric,
+its similarity index, and queries against them.
 
-Used by the similarity_index asset (build + save), the retrieval_evaluation report, the
-`spymaster query` CLI and the live engine. Everything here reads only what a session's
-own partitions of gold/normalization_stats and gold/similarity_index hold, and those were
-fitted and built on sessions strictly before it.
+Used by the gold assets (fit + build + save), the retrieval_evaluation report, the
+`spymaster query` CLI and the live engine. Everything here reads only what D's own
+partitions of gold/normalization_stats, gold/similarity_metric and gold/similarity_index
+hold, and those were fitted and built on sessions strictly before D.
+
+Trailing windows (each bounded, so a day costs the same after 3 years as after 1):
+- normalization: 60 sessions (SPEC §7);
+- metric: 120 sessions (`lib.similarity_metric.METRIC_SESSIONS`) — a logistic fit of ~150
+  weights wants a few thousand decided episodes, and half a year tracks regime changes;
+- index: 250 sessions. A neighbour's weight carries exp(−age/τ) with τ = 60 sessions, so an
+  episode 250 sessions old weighs e^(−250/60) ≈ 1.5 % of yesterday's; older ones can barely
+  move an answer, but a longer window would grow each date's cost and storage without bound.
+
+Storage of the index (per date, `gold/similarity_index/date=D/`): what serving needs and
+no more — the window's robust-z vectors once, as float16 (n × dims; NaN where an episode's
+tier lacks a dimension), the neighbour metadata, and D's metric. The per-tier FAISS
+partitions (exact IndexFlatIP below 50 k vectors, HNSW above) are built from them on load:
+adding vectors to a flat index is a copy, so storing one FAISS file per partition ×
+granularity × tier (12 copies of each vector for a T3 history, ~4.4 KB per episode, with a
+750-session window ~100 MB per date) bought nothing. float16 keeps 3 significant digits of
+values clipped to ±4, far finer than the cosine ranking needs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,51 +37,219 @@ import polars as pl
 
 from ..lake import Lake
 from ..lib.calendar import et_to_ns, session_window, sessions_before
-from ..lib.episodes import describe_setups, feature_set, vector_matrix
-from ..lib.normalization import apply_robust_z
+from ..lib.episodes import describe_setups, feature_set, vector_layout, vector_matrix
+from ..lib.normalization import NORMALIZATION_SESSIONS, STATS_SCHEMA, apply_robust_z, fit_robust_z
 from ..lib.retrieval import RetrievalConfig, RetrievalResult, TradingSessionAges, retrieve
 from ..lib.similarity_index import IndexConfig, SimilarityIndex
+from ..lib.similarity_metric import METRIC_SCHEMA, METRIC_SESSIONS, MetricConfig, SimilarityMetric, fit_metric
 from ..lib.tiers import TIERS, tier_rank
 
-INDEX_LOOKBACK_SESSIONS = 750  # ~3 years of history behind each as-of index
+INDEX_LOOKBACK_SESSIONS = 250
+INDEX_SCHEMA_VERSION = "2"
 NEIGHBOUR_COLUMNS = ("episode_id", "session", "ts_ns", "level_kind", "level_price", "direction", "time_bucket", "tier",
                      "label", "time_to_barrier_s", "mfe_atr", "mae_atr")
+MANIFEST_FILE = "manifest.json"
+VECTORS_FILE = "vectors.npy"
+METADATA_FILE = "episodes.parquet"
+METRIC_FILE = "metric.parquet"
+
+# Which similarity an answer uses: the learned metric (served) or plain robust-z cosine (the baseline).
+LEARNED_METRIC = "learned"
+PLAIN_COSINE = "robust_z"
+METRICS = (LEARNED_METRIC, PLAIN_COSINE)
 
 
-def index_dir(store: Lake, session: dt.date | str, tier: str) -> Path:
-    return store.partition_dir("gold", "similarity_index", session) / f"tier={tier}"
+def index_dir(store: Lake, session: dt.date | str) -> Path:
+    return store.partition_dir("gold", "similarity_index", session)
 
 
 def read_stats(store: Lake, session: dt.date | str) -> pl.DataFrame:
     return store.read("gold", "normalization_stats", session)
 
 
-def build_indices(history: pl.DataFrame, stats: pl.DataFrame, config: IndexConfig = IndexConfig(),
-                  provenance: dict | None = None) -> dict[str, SimilarityIndex]:
-    """One index per feature set: tier T holds every episode whose tier supplies T's dimensions,
-    described by exactly those dimensions (absent sections dropped, never zero-filled)."""
-    indices: dict[str, SimilarityIndex] = {}
-    if history.height == 0:
-        return indices
-    present = set(history["tier"].unique().to_list())
-    for tier in TIERS:
-        members = history.filter(pl.col("tier").is_in([t for t in present if tier_rank(t) >= tier_rank(tier)]))
-        if members.height == 0:
-            continue
-        dims = feature_set(tier)
-        vectors = apply_robust_z(vector_matrix(members, dims), stats, dims)
-        indices[tier] = SimilarityIndex.build(vectors, members.select(NEIGHBOUR_COLUMNS), config,
-                                              provenance=(provenance or {}) | {"tier": tier})
-    return indices
+def tier_members(history: pl.DataFrame, tier: str) -> pl.DataFrame:
+    """Episodes whose tier supplies `tier`'s dimensions (T3 episodes are also T0 episodes)."""
+    present = history["tier"].unique().to_list()
+    return history.filter(pl.col("tier").is_in([t for t in present if tier_rank(t) >= tier_rank(tier)]))
+
+
+def fit_metrics(history: pl.DataFrame, stats: pl.DataFrame, config: MetricConfig = MetricConfig()) -> pl.DataFrame:
+    """The learned metric of every feature set the history supplies (one block of rows per tier)."""
+    frames = []
+    if history.height:
+        for tier in TIERS:
+            members = tier_members(history, tier)
+            if members.height == 0:
+                continue
+            dims = feature_set(tier)
+            z = apply_robust_z(vector_matrix(members, dims), stats, dims)
+            _require_supplied(z, members, tier)
+            frames.append(fit_metric(z, members["label"].to_numpy(), [d.name for d in dims], config,
+                                     sessions=members["session"].to_numpy()).frame(tier))
+    return pl.concat(frames) if frames else pl.DataFrame(schema=METRIC_SCHEMA)
+
+
+def _require_supplied(z: np.ndarray, episodes: pl.DataFrame, tier: str) -> None:
+    """Episodes must carry every dimension their tier supplies (gold/episodes' blocking
+    NO_NAN_IN_VECTORS check); name the sessions that do not rather than index a NaN."""
+    bad = ~np.isfinite(z).all(axis=1)
+    if bad.any():
+        sessions = sorted({str(day) for day in episodes["session"].to_numpy()[bad]})
+        raise ValueError(f"{int(bad.sum())} episodes of tier {tier} lack supplied dimensions (NaN) in sessions "
+                         f"{sessions}: rebuild their gold/episodes (check NO_NAN_IN_VECTORS)")
+
+
+@dataclass(frozen=True, eq=False)
+class StoredIndex:
+    """The content of one date's gold/similarity_index partition."""
+
+    z: np.ndarray  # float16, n × len(dims), robust-z with the date's stats; NaN = dimension absent
+    dims: tuple[str, ...]
+    meta: pl.DataFrame  # NEIGHBOUR_COLUMNS, row i describes z[i]
+    metric: pl.DataFrame  # METRIC_SCHEMA rows of the date's learned metric
+    provenance: dict
+
+    @classmethod
+    def build(cls, history: pl.DataFrame, stats: pl.DataFrame, metric: pl.DataFrame,
+              provenance: dict | None = None) -> StoredIndex:
+        dims = vector_layout()
+        if history.height == 0:
+            z = np.empty((0, len(dims)), dtype=np.float16)
+            meta = pl.DataFrame(schema=_neighbour_schema())
+        else:
+            z = apply_robust_z(vector_matrix(history, dims), stats, dims)
+            for tier in history["tier"].unique().to_list():
+                own = (history["tier"] == tier).to_numpy()
+                _require_supplied(z[np.ix_(own, [i for i, d in enumerate(dims) if tier_rank(d.tier) <= tier_rank(tier)])],
+                                  history.filter(pl.col("tier") == tier), tier)
+            z = z.astype(np.float16)
+            meta = history.select(NEIGHBOUR_COLUMNS)
+        return cls(z, tuple(d.name for d in dims), meta, metric, dict(provenance or {}))
+
+    @property
+    def n_episodes(self) -> int:
+        return self.meta.height
+
+    def tiers(self) -> list[str]:
+        present = self.meta["tier"].unique().to_list()
+        return [t for t in TIERS if any(tier_rank(p) >= tier_rank(t) for p in present)]
+
+    def similarity_metric(self, tier: str, metric: str = LEARNED_METRIC) -> SimilarityMetric:
+        names = [d.name for d in feature_set(tier)]
+        if metric == PLAIN_COSINE:
+            return SimilarityMetric.identity(names)
+        if metric != LEARNED_METRIC:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if not (self.metric["tier"] == tier).any():
+            # The tier's episodes are all older than the metric's (shorter) window: nothing was
+            # learned for it, so it is compared by plain cosine.
+            return SimilarityMetric.identity(names)
+        return SimilarityMetric.from_frame(self.metric, tier, names)
+
+    def tier_index(self, tier: str, metric: str = LEARNED_METRIC, config: IndexConfig = IndexConfig()) -> SimilarityIndex | None:
+        """The FAISS partitions of one feature set in the chosen metric's space (None: no member)."""
+        members = np.flatnonzero(np.isin(self.meta["tier"].to_numpy(),
+                                         [t for t in TIERS if tier_rank(t) >= tier_rank(tier)]))
+        if members.size == 0:
+            return None
+        columns = [self.dims.index(d.name) for d in feature_set(tier)]
+        z = self.z[np.ix_(members, columns)].astype(np.float32)
+        if not np.isfinite(z).all():
+            raise ValueError(f"stored vectors of tier {tier} members have absent dimensions")
+        chosen = self.similarity_metric(tier, metric)
+        return SimilarityIndex.build(chosen.transform(z), self.meta[members], config,
+                                     provenance=self.provenance | {"tier": tier, "metric": chosen.method})
+
+    def manifest(self) -> dict:
+        return {"schema_version": INDEX_SCHEMA_VERSION, "n_episodes": self.n_episodes, "dims": list(self.dims),
+                "vector_dtype": "float16", "tiers": self.tiers(), "provenance": self.provenance,
+                "latest_indexed_session": str(self.meta["session"].max()) if self.n_episodes else None}
+
+    def save(self, directory: Path) -> None:
+        """Write into `directory` (a staging directory the caller publishes atomically)."""
+        np.save(directory / VECTORS_FILE, self.z, allow_pickle=False)
+        self.meta.write_parquet(directory / METADATA_FILE, compression="zstd")
+        self.metric.write_parquet(directory / METRIC_FILE, compression="zstd")
+        (directory / MANIFEST_FILE).write_text(json.dumps(self.manifest(), indent=2, default=str))
+
+    @classmethod
+    def load(cls, directory: Path) -> StoredIndex:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+        if manifest["schema_version"] != INDEX_SCHEMA_VERSION:
+            raise ValueError(f"{directory}: index schema_version {manifest['schema_version']} != {INDEX_SCHEMA_VERSION}")
+        z = np.load(directory / VECTORS_FILE, allow_pickle=False)
+        meta = pl.read_parquet(directory / METADATA_FILE)
+        if z.shape != (meta.height, len(manifest["dims"])):
+            raise ValueError(f"{directory}: vectors {z.shape} do not match {meta.height} episodes")
+        return cls(z, tuple(manifest["dims"]), meta, pl.read_parquet(directory / METRIC_FILE), manifest["provenance"])
+
+
+# -- building D's as-of partitions (what the gold assets do, one session at a time) ----------
+# `stamp` is the lake metadata every artifact carries (schema_version, config_hash); `cache` is
+# one dict per range run, so overlapping windows read each episodes partition once.
+
+
+def write_normalization_stats(store: Lake, session: dt.date, stamp: dict, cache: dict | None = None) -> dict:
+    """Robust-z stats of the 60 sessions strictly before `session` → gold/normalization_stats."""
+    history, used = history_for(store, session, NORMALIZATION_SESSIONS, cache)
+    stats = fit_robust_z(history, vector_layout())
+    store.write_frames("gold", "normalization_stats", session, [stats], STATS_SCHEMA,
+                       stamp | {"fitted_on_sessions": ",".join(day.isoformat() for day in used)})
+    return {"episodes": history.height, **_window(used)}
+
+
+def write_similarity_metric(store: Lake, session: dt.date, stamp: dict, cache: dict | None = None,
+                            config: MetricConfig = MetricConfig()) -> dict:
+    """The metric learned on the 120 sessions strictly before `session`, in the space of the
+    session's stats → gold/similarity_metric."""
+    history, used = history_for(store, session, METRIC_SESSIONS, cache)
+    metric = fit_metrics(history, read_stats(store, session), config)
+    store.write_frames("gold", "similarity_metric", session, [metric], METRIC_SCHEMA,
+                       stamp | {"fitted_on_sessions": ",".join(day.isoformat() for day in used)})
+    methods = dict(metric.group_by("tier", maintain_order=True).agg(pl.col("method").first()).iter_rows())
+    return {"episodes": history.height, "methods": methods, **_window(used)}
+
+
+def write_similarity_index(store: Lake, session: dt.date, stamp: dict, cache: dict | None = None) -> dict:
+    """The 250-session window's vectors, metadata and the session's metric → gold/similarity_index."""
+    history, used = history_for(store, session, INDEX_LOOKBACK_SESSIONS, cache)
+    provenance = stamp | {"as_of": session.isoformat(), "window_sessions": INDEX_LOOKBACK_SESSIONS,
+                          "first_session": used[0].isoformat() if used else None}
+    stored = StoredIndex.build(history, read_stats(store, session),
+                               store.read("gold", "similarity_metric", session), provenance)
+    staging = store.staging_dir("gold", "similarity_index", session)
+    stored.save(staging)
+    written = sum(f.stat().st_size for f in staging.iterdir())
+    store.publish_dir(staging, "gold", "similarity_index", session)
+    return {"episodes": stored.n_episodes, "tiers": stored.tiers(), "bytes": written,
+            "latest_indexed_session": stored.manifest()["latest_indexed_session"], **_window(used)}
+
+
+def _window(used: list[dt.date]) -> dict:
+    return {"sessions_used": len(used), "first_session": used[0].isoformat() if used else None,
+            "last_session": used[-1].isoformat() if used else None}
+
+
+def _neighbour_schema() -> dict[str, pl.DataType]:
+    from ..lib.episodes import episode_schema
+
+    schema = episode_schema()
+    return {c: schema[c] for c in NEIGHBOUR_COLUMNS}
 
 
 @dataclass
 class AsOf:
-    """What is known for answering queries on `session`: its stats and its indices (lazy)."""
+    """What is known for answering queries on `session`: its stats and its index (lazy).
+
+    `metric` chooses the similarity: the learned metric (what is served) or plain robust-z
+    cosine (the baseline of the evaluation) — both from the same stored partition.
+    """
 
     store: Lake
     session: dt.date
     config: RetrievalConfig = field(default_factory=RetrievalConfig)
+    metric: str = LEARNED_METRIC
+    index_config: IndexConfig = field(default_factory=IndexConfig)
     _indices: dict[str, SimilarityIndex | None] = field(default_factory=dict)
 
     @cached_property
@@ -73,15 +260,26 @@ class AsOf:
     def ages(self) -> TradingSessionAges:
         return TradingSessionAges.exchange_calendar()
 
+    @cached_property
+    def stored(self) -> StoredIndex | None:
+        path = index_dir(self.store, self.session)
+        if not path.exists():
+            return None
+        if not (path / MANIFEST_FILE).exists():
+            raise ValueError(f"{path} holds no {MANIFEST_FILE} (an index written before schema {INDEX_SCHEMA_VERSION}?): "
+                             "rematerialize gold/similarity_metric and gold/similarity_index for this session")
+        return StoredIndex.load(path)
+
     def index(self, tier: str) -> SimilarityIndex | None:
         if tier not in self._indices:
-            path = index_dir(self.store, self.session, tier)
-            self._indices[tier] = SimilarityIndex.load(path) if path.exists() else None
+            self._indices[tier] = None if self.stored is None else self.stored.tier_index(tier, self.metric,
+                                                                                          self.index_config)
         return self._indices[tier]
 
     def vectors(self, setups: pl.DataFrame, tier: str) -> np.ndarray:
         dims = feature_set(tier)
-        return apply_robust_z(vector_matrix(setups, dims), self.stats, dims)
+        z = apply_robust_z(vector_matrix(setups, dims), self.stats, dims)
+        return self.stored.similarity_metric(tier, self.metric).transform(z)
 
     def answer(self, setups: pl.DataFrame) -> list[RetrievalResult | None]:
         """The outcome distribution of each setup (rows of gold_episodes or `describe_setups`, one

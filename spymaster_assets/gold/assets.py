@@ -1,19 +1,37 @@
-"""Gold assets: episode vectors, trailing normalization, and the as-of similarity index."""
+"""Gold assets: episode vectors, and what is known as of each session — trailing normalization,
+the learned similarity metric and the similarity index."""
 
 import datetime as dt
 
 import dagster as dg
+import polars as pl
 
 from ..lake import Lake, write_json_atomic
 from ..lib.calendar import session_window
 from ..lib.episodes import VECTOR_SCHEMA_VERSION, build_episodes, episode_schema, missing_vector_values, vector_layout
-from ..lib.normalization import NORMALIZATION_SESSIONS, STATS_SCHEMA, fit_robust_z
 from ..lib.metrics import reliability_png, reliability_table
-from ..partitioned import OWNERS, RangeRun, as_of_deps, session_asset_defaults, stamp
+from ..lib.similarity_metric import METRIC_SCHEMA_VERSION
+from ..partitioned import OWNERS, RangeRun, as_of_deps, blocking_check, session_asset_defaults, session_check, stamp
 from ..resources import LakeResource, MarketDataResource, PipelineSettings
 from ..synthetic import match_ground_truth, read_ground_truth
-from .as_of import INDEX_LOOKBACK_SESSIONS, build_indices, history_for, index_dir
-from .evaluation import PREDICTION_SCHEMA, evaluation_report, headline, oracle_comparison, walk_forward_predictions
+from .as_of import (
+    INDEX_SCHEMA_VERSION,
+    PLAIN_COSINE,
+    write_normalization_stats,
+    write_similarity_index,
+    write_similarity_metric,
+)
+from .evaluation import (
+    BREAK_PREDICTIONS,
+    PREDICTION_SCHEMA,
+    comparison_frame,
+    comparison_table,
+    evaluation_report,
+    headline,
+    oracle_comparison,
+    read_break_predictions,
+    walk_forward_predictions,
+)
 
 GOLD = session_asset_defaults("gold")
 EXPECTED = (FileNotFoundError, ValueError)
@@ -21,6 +39,7 @@ EXPECTED = (FileNotFoundError, ValueError)
 NO_NAN_IN_VECTORS = "NO_NAN_IN_VECTORS"
 EVERY_ANCHOR_DESCRIBED = "EVERY_ANCHOR_DESCRIBED"
 TRAILING_WINDOW_STRICTLY_BEFORE = "TRAILING_WINDOW_STRICTLY_BEFORE"
+METRIC_STRICTLY_BEFORE = "METRIC_STRICTLY_BEFORE"
 INDEX_STRICTLY_BEFORE = "INDEX_STRICTLY_BEFORE"
 
 
@@ -30,11 +49,6 @@ def key(table: str) -> dg.AssetKey:
 
 def silver(table: str) -> dg.AssetKey:
     return dg.AssetKey(["silver", table])
-
-
-def trailing(sessions: int) -> dg.TimeWindowPartitionMapping:
-    """The `sessions` partitions strictly before the partition itself (never its own date)."""
-    return dg.TimeWindowPartitionMapping(start_offset=-sessions, end_offset=-1, allow_nonexistent_upstream_partitions=True)
 
 
 def sessions_at_or_after(store: Lake, table: str, session: str) -> list[str]:
@@ -48,9 +62,9 @@ def sessions_at_or_after(store: Lake, table: str, session: str) -> list[str]:
     deps=[silver("state"), silver("events"), silver("labels")],
     kinds={"polars", "parquet"},
     check_specs=[
-        dg.AssetCheckSpec(NO_NAN_IN_VECTORS, asset=key("episodes"), blocking=True,
+        session_check(NO_NAN_IN_VECTORS, asset=key("episodes"), blocking=True,
                           description="No NaN/null in any dimension the episode's tier supplies"),
-        dg.AssetCheckSpec(EVERY_ANCHOR_DESCRIBED, asset=key("episodes"),
+        session_check(EVERY_ANCHOR_DESCRIBED, asset=key("episodes"),
                           description="Every silver anchor became an episode (an anchor needs a state row at or before it)"),
     ],
     code_version=f"episodes-{VECTOR_SCHEMA_VERSION}",
@@ -77,8 +91,7 @@ def gold_episodes(context: dg.AssetExecutionContext, lake: LakeResource, setting
     return dg.MaterializeResult(
         metadata=run.metadata(**{"dagster/row_count": run.total("rows"), "dimensions": len(vector_layout())}),
         check_results=[
-            dg.AssetCheckResult(check_name=NO_NAN_IN_VECTORS, passed=not nan_problems,
-                                metadata={"problems": dg.MetadataValue.json(nan_problems)}),
+            blocking_check(store, NO_NAN_IN_VECTORS, nan_problems, [("gold", "episodes")]),
             dg.AssetCheckResult(check_name=EVERY_ANCHOR_DESCRIBED, passed=not undescribed,
                                 severity=dg.AssetCheckSeverity.WARN,
                                 metadata={"dropped_per_session": dg.MetadataValue.json(undescribed)}),
@@ -88,9 +101,11 @@ def gold_episodes(context: dg.AssetExecutionContext, lake: LakeResource, setting
 
 @dg.asset(
     key=key("normalization_stats"),
-    deps=as_of_deps(),
+    # Declared lineage: episodes through D-1 and D's raw manifest (see partitioned.as_of_deps);
+    # the asset reads its whole 60-session window from the lake.
+    deps=as_of_deps(key("episodes")),
     kinds={"polars", "parquet"},
-    check_specs=[dg.AssetCheckSpec(TRAILING_WINDOW_STRICTLY_BEFORE, asset=key("normalization_stats"), blocking=True,
+    check_specs=[session_check(TRAILING_WINDOW_STRICTLY_BEFORE, asset=key("normalization_stats"), blocking=True,
                                    description="Stats were fitted only on sessions strictly before the partition date")],
     **GOLD,
 )
@@ -100,68 +115,80 @@ def normalization_stats(context: dg.AssetExecutionContext, lake: LakeResource, s
     store = lake.lake()
     run = RangeRun(context)
     episodes_read: dict = {}
-
-    def build(session: dt.date):
-        history, used = history_for(store, session, NORMALIZATION_SESSIONS, episodes_read)
-        stats = fit_robust_z(history, vector_layout())
-        meta = stamp(settings, VECTOR_SCHEMA_VERSION) | {
-            "fitted_on_sessions": ",".join(day.isoformat() for day in used)}
-        store.write_frames("gold", "normalization_stats", session, [stats], STATS_SCHEMA, meta)
-        return {"episodes": history.height, "sessions_used": len(used),
-                "first_session": used[0].isoformat() if used else None,
-                "last_session": used[-1].isoformat() if used else None}
-
-    run.run(build, expected=EXPECTED)
+    run.run(lambda session: write_normalization_stats(store, session, stamp(settings, VECTOR_SCHEMA_VERSION), episodes_read),
+            expected=EXPECTED)
     leaks = {day: late for day in run.per_session if (late := sessions_at_or_after(store, "normalization_stats", day))}
     return dg.MaterializeResult(
         metadata=run.metadata(),
-        check_results=[dg.AssetCheckResult(check_name=TRAILING_WINDOW_STRICTLY_BEFORE, passed=not leaks,
-                                           metadata={"leaks": dg.MetadataValue.json(leaks)})],
+        check_results=[blocking_check(store, TRAILING_WINDOW_STRICTLY_BEFORE, leaks, [("gold", "normalization_stats")])],
+    )
+
+
+@dg.asset(
+    key=key("similarity_metric"),
+    # Episodes through D-1 and D's raw manifest (partitioned.as_of_deps), plus D's own stats:
+    # the metric weighs robust-z dimensions, so it is fitted in the space D's stats define.
+    deps=[*as_of_deps(key("episodes")), key("normalization_stats")],
+    kinds={"numpy", "parquet"},
+    check_specs=[session_check(METRIC_STRICTLY_BEFORE, asset=key("similarity_metric"), blocking=True,
+                                   description="The metric was fitted only on sessions strictly before the partition date")],
+    code_version=f"similarity-metric-{METRIC_SCHEMA_VERSION}",
+    **GOLD,
+)
+def similarity_metric(context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings) -> dg.MaterializeResult:
+    """Per-dimension weights of each feature set, learned as of the date from the labelled
+    episodes of the 120 sessions strictly before it (L2 logistic BREAK vs REJECT on robust-z
+    vectors, weight = |coefficient|), so that neighbours are alike in what decides the outcome;
+    identity weights (plain robust-z cosine) while the window holds too few decided episodes."""
+    store = lake.lake()
+    run = RangeRun(context)
+    episodes_read: dict = {}
+    run.run(lambda session: write_similarity_metric(store, session, stamp(settings, METRIC_SCHEMA_VERSION), episodes_read),
+            expected=EXPECTED)
+    leaks = {day: late for day in run.per_session if (late := sessions_at_or_after(store, "similarity_metric", day))}
+    return dg.MaterializeResult(
+        metadata=run.metadata(),
+        check_results=[blocking_check(store, METRIC_STRICTLY_BEFORE, leaks, [("gold", "similarity_metric")])],
     )
 
 
 @dg.asset(
     key=key("similarity_index"),
-    deps=[*as_of_deps(), key("normalization_stats")],
-    kinds={"faiss"},
-    check_specs=[dg.AssetCheckSpec(INDEX_STRICTLY_BEFORE, asset=key("similarity_index"), blocking=True,
+    deps=[*as_of_deps(key("episodes")), key("normalization_stats"), key("similarity_metric")],
+    kinds={"faiss", "numpy"},
+    check_specs=[session_check(INDEX_STRICTLY_BEFORE, asset=key("similarity_index"), blocking=True,
                                    description="No indexed episode comes from the partition date or later")],
+    code_version=f"similarity-index-{INDEX_SCHEMA_VERSION}",
     **GOLD,
 )
 def similarity_index(context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings) -> dg.MaterializeResult:
-    """FAISS cosine indices "as of" the date: every labelled episode of earlier sessions,
-    normalized with the date's stats, one index per feature set (tier), partitioned by level
-    kind × direction × time bucket with coarser fallbacks; exact below 50 k vectors, HNSW above."""
+    """What the date's FAISS cosine indices are built from: every labelled episode of the 250
+    sessions strictly before it, normalized with the date's stats (float16), their metadata and
+    the date's learned metric. Serving builds one index per feature set (tier) in the metric's
+    space, partitioned by level kind × direction × time bucket with coarser fallbacks; exact
+    below 50 k vectors, HNSW above."""
     store = lake.lake()
     run = RangeRun(context)
     episodes_read: dict = {}
-
-    def build(session: dt.date):
-        history, used = history_for(store, session, INDEX_LOOKBACK_SESSIONS, episodes_read)
-        stats = store.read("gold", "normalization_stats", session)
-        provenance = stamp(settings, VECTOR_SCHEMA_VERSION) | {"as_of": session.isoformat()}
-        indices = build_indices(history, stats, provenance=provenance)
-        staging = store.staging_dir("gold", "similarity_index", session)
-        for tier, index in indices.items():
-            index.save(staging / index_dir(store, session, tier).name)
-        store.publish_dir(staging, "gold", "similarity_index", session)
-        return {"episodes": history.height, "sessions_used": len(used), "tiers": sorted(indices),
-                "partitions": sum(len(i.partition_sizes()) for i in indices.values()),
-                "latest_indexed_session": max((str(i.meta["session"].max()) for i in indices.values()), default=None)}
-
-    run.run(build, expected=EXPECTED)
+    run.run(lambda session: write_similarity_index(store, session, stamp(settings, INDEX_SCHEMA_VERSION), episodes_read),
+            expected=EXPECTED)
     leaks = {day: s["latest_indexed_session"] for day, s in run.per_session.items()
              if s["latest_indexed_session"] is not None and s["latest_indexed_session"] >= day}
     return dg.MaterializeResult(
         metadata=run.metadata(),
-        check_results=[dg.AssetCheckResult(check_name=INDEX_STRICTLY_BEFORE, passed=not leaks,
-                                           metadata={"leaks": dg.MetadataValue.json(leaks)})],
+        check_results=[blocking_check(store, INDEX_STRICTLY_BEFORE, leaks, [("gold", "similarity_index")])],
     )
+
+
+# What reports/retrieval_predictions holds per episode: the served (learned-metric) answer plus
+# the plain-cosine baseline's p(BREAK) and neighbour similarity on the same episode.
+RETRIEVAL_PREDICTIONS_SCHEMA = PREDICTION_SCHEMA | {"p_break_plain_cosine": pl.Float64,
+                                                    "similarity_median_plain_cosine": pl.Float64}
 
 
 @dg.asset(
     key=dg.AssetKey(["reports", "retrieval_evaluation"]),
-    deps=[key("similarity_index"), key("episodes")],
+    deps=[key("similarity_index"), key("episodes"), dg.AssetKey(list(BREAK_PREDICTIONS))],
     group_name="reports",
     kinds={"json", "png"},
     owners=OWNERS,
@@ -170,26 +197,45 @@ def similarity_index(context: dg.AssetExecutionContext, lake: LakeResource, sett
 )
 def retrieval_evaluation(context: dg.AssetExecutionContext, lake: LakeResource, market_data: MarketDataResource) -> dg.MaterializeResult:
     """Walk-forward retrieval quality: every session's episodes answered by its own as-of index
-    (earlier sessions only). Brier, log loss, ECE and AUC of p(BREAK) against the base-rate
-    predictor, pooled and by level kind and direction, with a reliability table and PNG; on the
-    synthetic market also the simulator's oracle AUC on the same episodes."""
+    (earlier sessions only), with the learned metric and with plain robust-z cosine. Brier, log
+    loss, ECE and AUC of p(BREAK) against the base rate, pooled and by level kind and direction,
+    with a reliability table and PNG, fallback rates and the neighbours' similarity; a comparison
+    table of every predictor on the same episodes (learned-metric retrieval, plain-cosine
+    retrieval, base rate and — when ml/break_predictions exists — the as-of break model and its
+    best single-feature baseline); on the synthetic market each against the simulator's oracle."""
     store = lake.lake()
     sessions = [dt.date.fromisoformat(day) for day in store.partitions("gold", "similarity_index")]
     predictions = walk_forward_predictions(store, sessions)
+    plain = walk_forward_predictions(store, sessions, metric=PLAIN_COSINE)
+    model = read_break_predictions(store)
     report = evaluation_report(predictions)
+    report["plain_cosine"] = evaluation_report(plain)
     truth_root = market_data.ground_truth_root()
+    matched = None
     if truth_root is not None and predictions.height:
         truth = read_ground_truth(truth_root, sorted(set(predictions["session"].to_list())))
-        report["oracle"] = oracle_comparison(predictions, match_ground_truth(predictions, truth))
+        matched = match_ground_truth(predictions, truth)
+        report["oracle"] = oracle_comparison(predictions, matched)
+    compared = comparison_frame(predictions, plain, model)
+    report["comparison"] = {
+        "episodes": compared.height,
+        "break_model": "included" if model is not None else "ml/break_predictions absent: model rows skipped",
+        "rows": comparison_table(compared, matched),
+    }
     out = store.root / "reports" / "retrieval_evaluation"
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "report.json", report)
-    for (session,), per_session in predictions.group_by("session"):
-        store.write_frames("reports", "retrieval_predictions", session, [per_session], PREDICTION_SCHEMA)
+    served = predictions.join(plain.select("episode_id", pl.col("p_break").alias("p_break_plain_cosine"),
+                                           pl.col("similarity_median").alias("similarity_median_plain_cosine")),
+                              on="episode_id", how="left")
+    for (session,), per_session in served.group_by("session"):
+        store.write_frames("reports", "retrieval_predictions", session, [per_session], RETRIEVAL_PREDICTIONS_SCHEMA)
     if predictions.height:
-        y = (predictions["label"] == "BREAK").to_numpy().astype(float)
-        reliability_png({"retrieval p(BREAK)": reliability_table(y, predictions["p_break"].to_numpy()),
-                         "base rate": reliability_table(y, predictions["base_break"].to_numpy())},
+        y = (served["label"] == "BREAK").to_numpy().astype(float)
+        reliability_png({"retrieval p(BREAK), learned metric": reliability_table(y, served["p_break"].to_numpy()),
+                         "retrieval p(BREAK), robust-z cosine": reliability_table(
+                             y, served["p_break_plain_cosine"].fill_null(served["base_break"]).to_numpy()),
+                         "base rate": reliability_table(y, served["base_break"].to_numpy())},
                         out / "reliability.png", title="Retrieval p(BREAK), walk-forward")
     numbers = headline(report)
     context.log.info(f"retrieval evaluation: {numbers}")
@@ -197,9 +243,10 @@ def retrieval_evaluation(context: dg.AssetExecutionContext, lake: LakeResource, 
         **{k: dg.MetadataValue.float(v) for k, v in numbers.items()},
         "report": dg.MetadataValue.path(str(out / "report.json")),
         "reliability_png": dg.MetadataValue.path(str(out / "reliability.png")),
+        "comparison": dg.MetadataValue.json(report["comparison"]),
         "by_level_kind": dg.MetadataValue.json(report.get("by_level_kind", {})),
     })
 
 
-gold_assets = [gold_episodes, normalization_stats, similarity_index]
+gold_assets = [gold_episodes, normalization_stats, similarity_metric, similarity_index]
 report_assets = [retrieval_evaluation]

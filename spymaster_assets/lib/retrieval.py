@@ -27,13 +27,29 @@ rescaled to the effective sample size `n = (Σw)² / Σw²`:
     a_o  = Σ_{i:o} w_i · n / Σw + α · base(o)
     p(o) = a_o / (n + α)
 
-so few or very unequal neighbours shrink the answer toward the base rate. Base rates are
-the labelled episodes of the partition used, from sessions strictly before the query's
-(the same leak-free set the neighbours come from); with no labelled history at all they
-are uniform. The 90% interval for p(BREAK) is the equal-tailed interval of the Beta
-marginal Beta(a_BREAK, Σa − a_BREAK) (`scipy.special.betaincinv`, the function behind
+so few or very unequal neighbours shrink the answer toward the base rate.
+
+Base rates come from the labelled episodes of sessions strictly before the query's (the same
+leak-free set the neighbours come from), shrunk hierarchically so that no outcome ever has a
+base rate of exactly 0 or 1:
+
+    base_global = (counts_global + m · uniform) / (n_global + m)
+    base_dir    = (counts_dir    + m · base_global) / (n_dir + m)
+    base_kd     = (counts_kd     + m · base_dir) / (n_kd + m)          kind × direction
+    base        = (counts_kdb    + m · base_kd) / (n_kdb + m)          kind × direction × bucket
+
+with m = `base_pseudo_counts` (default 10): a partition's own rate dominates once it has
+well over m labelled episodes, a thin partition borrows from its parent, and an empty one is
+its parent. (The earlier rule — the raw rate of the partition used — answered p(BREAK) = 0
+with a [0 %, 0 %] interval whenever that partition's history held no BREAK and no neighbour
+was a BREAK.) With α > 0 every Dirichlet concentration is then positive, so every interval
+has positive width. With no labelled history at all the base is uniform.
+
+The 90% interval for p(BREAK) is the equal-tailed interval of the Beta marginal
+Beta(a_BREAK, Σa − a_BREAK) (`scipy.special.betaincinv`, the function behind
 `scipy.stats.beta.ppf`, without its per-call overhead). `insufficient_history` is set
-when n < 10.
+when n < 10. Every answer also reports how alike its neighbours are: the 10th percentile,
+median and 90th percentile of the kept neighbours' cosine similarity.
 
 A zero-norm query (every dimension at its median) has no direction and is similar to
 nothing: it gets no neighbours, i.e. the base rate with `insufficient_history`.
@@ -52,10 +68,12 @@ from scipy.special import betaincinv
 
 from .jsonable import jsonable
 from .similarity_index import (
+    DIRECTIONS,
     OUTCOMES,
     FineKey,
     PartitionChoice,
     SimilarityIndex,
+    fallback_chain,
     l2_normalized,
     to_day_numbers,
 )
@@ -80,13 +98,15 @@ class RetrievalConfig:
     kernel_power: float = 2.0  # p of the "power" kernel
     credible_level: float = 0.90
     min_effective_n: float = 10.0
+    base_pseudo_counts: float = 10.0  # m of the hierarchical base-rate shrinkage (0: raw rates)
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
         if not (1 <= self.k <= self.overfetch) or self.max_per_session < 1:
             raise ValueError(f"need 1 ≤ k ≤ overfetch and max_per_session ≥ 1: {self}")
-        if self.tau_sessions <= 0 or self.prior_strength < 0 or self.kernel_bandwidth <= 0 or self.kernel_power <= 0:
+        if self.tau_sessions <= 0 or self.prior_strength < 0 or self.kernel_bandwidth <= 0 or self.kernel_power <= 0 \
+                or self.base_pseudo_counts < 0:
             raise ValueError(f"tau, bandwidth and power must be > 0 and prior_strength ≥ 0: {self}")
         if not 0 < self.credible_level < 1:
             raise ValueError(f"credible_level must be in (0, 1), got {self.credible_level}")
@@ -217,11 +237,27 @@ def beta_interval(a: float, b: float, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def base_rates_from_counts(counts: np.ndarray) -> np.ndarray:
-    total = counts.sum()
-    if total == 0:
-        return np.full(len(OUTCOMES), 1.0 / len(OUTCOMES))
-    return counts / total
+def hierarchical_base_rates(counts_coarse_to_fine: Sequence[np.ndarray], pseudo_counts: float) -> np.ndarray:
+    """Outcome rates shrunk level by level: each level's counts plus `pseudo_counts` spread as its
+    parent's rates; the coarsest level's parent is uniform. Strictly positive when m > 0.
+
+    With m = 0 the finest non-empty level's raw rates come out (an empty level is its parent).
+    """
+    rates = np.full(len(OUTCOMES), 1.0 / len(OUTCOMES))
+    for counts in counts_coarse_to_fine:
+        counts = np.asarray(counts, dtype=np.float64)
+        total = counts.sum() + pseudo_counts
+        if total > 0:
+            rates = (counts + pseudo_counts * rates) / total
+    return rates
+
+
+def similarity_quantiles(similarities: np.ndarray) -> tuple[float, float, float] | None:
+    """(p10, median, p90) of the kept neighbours' similarities; None without neighbours."""
+    if similarities.size == 0:
+        return None
+    low, median, high = np.quantile(np.asarray(similarities, dtype=np.float64), [0.1, 0.5, 0.9])
+    return float(low), float(median), float(high)
 
 
 # -- the result ---------------------------------------------------------------------------
@@ -238,8 +274,9 @@ class RetrievalResult:
     credible_level: float
     effective_n: float
     mean_similarity: float | None  # unweighted, over the kept neighbours
+    similarity_p10_median_p90: tuple[float, float, float] | None  # of the kept neighbours' similarities
     base_rates: dict[str, float]
-    base_history: int  # labelled partition episodes before the query session behind base_rates
+    base_history: int  # labelled episodes before the query session in the partition used
     partition: PartitionChoice | None  # None: the index has no episode of the query's direction
     insufficient_history: bool
     neighbour_rows: np.ndarray  # rows of `metadata`, most similar first
@@ -278,6 +315,8 @@ class RetrievalResult:
             "credible_level": self.credible_level,
             "effective_n": self.effective_n,
             "mean_similarity": self.mean_similarity,
+            "similarity": None if self.similarity_p10_median_p90 is None else dict(
+                zip(("p10", "median", "p90"), self.similarity_p10_median_p90)),
             "base_rates": self.base_rates,
             "base_history": self.base_history,
             "partition": None if self.partition is None else {
@@ -315,6 +354,7 @@ def retrieve(index: SimilarityIndex, query_vector: np.ndarray, query_session: dt
 
     rows = np.empty(0, np.int64)
     sims = np.empty(0, np.float32)
+    base = hierarchical_base_rates(base_counts_coarse_to_fine(index, key, query_session), config.base_pseudo_counts)
     if choice is None:
         base_counts = np.zeros(len(OUTCOMES), dtype=np.int64)
     else:
@@ -327,7 +367,6 @@ def retrieve(index: SimilarityIndex, query_vector: np.ndarray, query_session: dt
             rows, sims = rows[labelled], sims[labelled]
             kept = select_neighbours(sims, index.session_days[rows], query_day, config.max_per_session, config.k)
             rows, sims = rows[kept], sims[kept]
-    base = base_rates_from_counts(base_counts)
 
     query_date64 = np.datetime64(query_session, "D")
     ages_of = session_ages_function(session_calendar)
@@ -343,6 +382,7 @@ def retrieve(index: SimilarityIndex, query_vector: np.ndarray, query_session: dt
         credible_level=config.credible_level,
         effective_n=posterior.effective_n,
         mean_similarity=float(np.mean(sims)) if sims.size else None,
+        similarity_p10_median_p90=similarity_quantiles(sims),
         base_rates=dict(zip(OUTCOMES, base.tolist())),
         base_history=int(base_counts.sum()),
         partition=choice,
@@ -353,6 +393,19 @@ def retrieve(index: SimilarityIndex, query_vector: np.ndarray, query_session: dt
         ages=np.asarray(ages, dtype=np.float64),
         metadata=index.meta,
     )
+
+
+def base_counts_coarse_to_fine(index: SimilarityIndex, key: FineKey, before_session: dt.date) -> list[np.ndarray]:
+    """Labelled outcome counts before the session: all episodes, the key's direction, kind ×
+    direction, kind × direction × bucket (a partition the index lacks counts zero)."""
+    def counts(partition_key: tuple[str, ...]) -> np.ndarray:
+        if not index.has_partition(partition_key):
+            return np.zeros(len(OUTCOMES), dtype=np.int64)
+        return index.outcome_counts_before(partition_key, before_session)
+
+    every = sum((counts((direction,)) for direction in DIRECTIONS), np.zeros(len(OUTCOMES), dtype=np.int64))
+    fine, kind_direction, direction = fallback_chain(key)
+    return [every, counts(direction), counts(kind_direction), counts(fine)]
 
 
 # -- live display -------------------------------------------------------------------------

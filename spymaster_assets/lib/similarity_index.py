@@ -283,6 +283,9 @@ class SimilarityIndex:
     def n_episodes(self) -> int:
         return self.meta.height
 
+    def has_partition(self, key: PartitionKey) -> bool:
+        return key in self._partitions
+
     def partition_sizes(self) -> dict[PartitionKey, int]:
         return {key: part.size for key, part in self._partitions.items()}
 

@@ -32,7 +32,7 @@ from ..lib.mlflow_tracking import (
     run_ui_command,
     save_lightgbm_flavor,
 )
-from ..partitioned import EPISODES, RangeRun, as_of_deps, session_asset_defaults, stamp
+from ..partitioned import EPISODES, RangeRun, as_of_deps, session_asset_defaults, session_check, stamp
 from ..resources import LakeResource, MlflowResource, PipelineSettings
 from .model_store import (
     LAYER,
@@ -217,9 +217,9 @@ def build_model_partition(store: Lake, session: dt.date, wanted_hash: str, file_
     kinds={"lightgbm", "mlflow"},
     code_version="break-model-as-of-1",
     check_specs=[
-        dg.AssetCheckSpec(TRAINED_STRICTLY_BEFORE, asset=BREAK_MODEL_KEY, blocking=True,
+        session_check(TRAINED_STRICTLY_BEFORE, asset=BREAK_MODEL_KEY, blocking=True,
                           description="Every model was trained only on sessions strictly before its partition date"),
-        dg.AssetCheckSpec(CLASS_SHARES_MATCH_BASE_RATES, asset=BREAK_MODEL_KEY,
+        session_check(CLASS_SHARES_MATCH_BASE_RATES, asset=BREAK_MODEL_KEY,
                           description=f"Mean calibrated multiclass shares on the held-out window tail are within "
                                       f"{CLASS_SHARE_TOLERANCE:.0%} of the window's base rates"),
     ],
@@ -290,7 +290,7 @@ def score_session(episodes: pl.DataFrame, predictor, baseline, provenance: dict,
     key=BREAK_PREDICTIONS_KEY,
     deps=[EPISODES, BREAK_MODEL_KEY],
     kinds={"lightgbm", "parquet"},
-    check_specs=[dg.AssetCheckSpec(SCORED_BY_AN_EARLIER_MODEL, asset=BREAK_PREDICTIONS_KEY, blocking=True,
+    check_specs=[session_check(SCORED_BY_AN_EARLIER_MODEL, asset=BREAK_PREDICTIONS_KEY, blocking=True,
                                    description="Every prediction comes from a model trained on earlier sessions only")],
     **session_asset_defaults("ml"),
 )

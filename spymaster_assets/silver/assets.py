@@ -22,7 +22,7 @@ from ..lib.state import (
     find_session_anchors,
     state_schema,
 )
-from ..partitioned import RangeRun, blocking_check, session_asset_defaults, stamp
+from ..partitioned import RangeRun, blocking_check, session_asset_defaults, session_check, stamp
 from ..resources import LakeResource, PipelineSettings
 from .checks import atr_plausibility, label_share_check, levels_ordered, state_nan_check
 from .inputs import BARS_1M_SCHEMA, load_session_inputs, read_bars
@@ -70,7 +70,7 @@ SCHEMA_MATCHES = "SCHEMA_MATCHES"
         dg.AssetSpec(BARS_KEYS["bars_2m"], deps=[BARS_KEYS["bars_1m"]], kinds={"polars", "parquet"},
                      description="2-minute bars resampled from the 1-minute bars (usable at their close)."),
     ],
-    check_specs=[dg.AssetCheckSpec(ATR_PLAUSIBLE, asset=BARS_KEYS["bars_1m"],
+    check_specs=[session_check(ATR_PLAUSIBLE, asset=BARS_KEYS["bars_1m"],
                                    description="Median RTH ATR-14 of 1-min bars within 0.25–15 points (ES)")],
     # Subsettable so that a UI backfill by partition names validates: Dagster 1.13 compares the
     # three keys' target subsets with NamedTuple `!=` (which sees a lazily computed partition
@@ -122,7 +122,7 @@ def silver_bars(context: dg.AssetExecutionContext, lake: LakeResource, settings:
             start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True)),
     ],
     kinds={"polars", "parquet"},
-    check_specs=[dg.AssetCheckSpec(LEVELS_ORDERED, asset=key("levels"), blocking=True,
+    check_specs=[session_check(LEVELS_ORDERED, asset=key("levels"), blocking=True,
                                    description="PM_LOW ≤ PM_HIGH and OR_LOW ≤ OR_HIGH")],
     **SILVER,
 )
@@ -151,7 +151,7 @@ def silver_levels(context: dg.AssetExecutionContext, lake: LakeResource, setting
     key=key("events"),
     deps=[key("levels"), BARS_KEYS["bars_1m"], bronze("futures_trades")],
     kinds={"polars", "parquet"},
-    check_specs=[dg.AssetCheckSpec(EVENTS_PER_SESSION, asset=key("events"),
+    check_specs=[session_check(EVENTS_PER_SESSION, asset=key("events"),
                                    description="Between 1 and 200 anchors per session")],
     **SILVER,
 )
@@ -184,9 +184,9 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource, setting
           bronze("options_definitions"), bronze("options_trades"), bronze("options_mbp1"), bronze("options_open_interest")],
     kinds={"polars", "parquet"},
     check_specs=[
-        dg.AssetCheckSpec(NO_NAN_IN_REQUIRED, asset=key("state"), blocking=True,
+        session_check(NO_NAN_IN_REQUIRED, asset=key("state"), blocking=True,
                           description="No NaN anywhere; keys, spot, ATR and distance never null"),
-        dg.AssetCheckSpec(SCHEMA_MATCHES, asset=key("state"), blocking=True,
+        session_check(SCHEMA_MATCHES, asset=key("state"), blocking=True,
                           description="Columns are the registry's features in registry order"),
     ],
     code_version=f"state-{STATE_SCHEMA_VERSION}",
@@ -234,7 +234,7 @@ def label_path(store: Lake, session: dt.date, bars: SessionBars):
     key=key("labels"),
     deps=[key("events"), BARS_KEYS["bars_1m"], bronze("futures_trades")],
     kinds={"polars", "parquet"},
-    check_specs=[dg.AssetCheckSpec(LABEL_SHARES_SANE, asset=key("labels"),
+    check_specs=[session_check(LABEL_SHARES_SANE, asset=key("labels"),
                                    description="No outcome class above 97% of a session's labels")],
     **SILVER,
 )
