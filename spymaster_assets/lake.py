@@ -166,6 +166,12 @@ class Lake:
         staging.mkdir()
         return staging
 
+    @staticmethod
+    def staged_data_file(staging: Path) -> Path:
+        """Where a staged version keeps its Parquet table, so that `read`/`scan` and the DuckDB
+        views find it once `publish_dir` has made the version current."""
+        return staging / _data_file_name(_staging_id(staging))
+
     def publish_dir(self, staging: Path, layer: str, table: str, session: dt.date | str) -> Path:
         """Make `staging` (from `staging_dir` of this partition) the current version; returns its directory."""
         return self._publish(staging, layer, table, session, VERSION_PREFIX)

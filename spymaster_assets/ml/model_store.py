@@ -19,7 +19,7 @@ import lightgbm as lgb
 import polars as pl
 import pyarrow.parquet as pq
 
-from ..lake import PART_FILE, Lake
+from ..lake import Lake
 from ..lib.baselines import SingleFeatureBaseline
 from ..lib.break_model import BreakPredictor
 
@@ -74,10 +74,11 @@ def copy_model_files(source: Path, directory: Path) -> None:
 
 
 def write_summary(directory: Path, row: dict, metadata: dict[str, str]) -> None:
+    """The partition's one-row summary table, in the staged version `directory`."""
     frame = pl.DataFrame([{k: row.get(k) for k in SUMMARY_SCHEMA}], schema=SUMMARY_SCHEMA)
     table = frame.to_arrow()
     table = table.replace_schema_metadata({k: str(v) for k, v in sorted(metadata.items())})
-    pq.write_table(table, directory / PART_FILE, compression="zstd")
+    pq.write_table(table, Lake.staged_data_file(directory), compression="zstd")
 
 
 def read_summary(store: Lake, session: dt.date | str) -> dict | None:
