@@ -6,6 +6,7 @@ from .bronze.futures import futures_assets
 from .bronze.options import options_assets
 from .bronze.raw import raw_dbn_files
 from .gold.assets import gold_assets, report_assets
+from .gold.streams import stream_assets, stream_report_assets
 from .marts import marts_assets
 from .ml.analyses import analysis_assets
 from .ml.assets import ml_assets
@@ -14,13 +15,13 @@ from .silver.assets import silver_assets
 from .schedules import SESSION_FRESHNESS, daily_market_job, daily_market_schedule, new_dbn_files_sensor
 from .warehouse import build_lake_views_asset
 
-session_assets = [raw_dbn_files, *futures_assets, *options_assets, *silver_assets, *gold_assets]
+session_assets = [raw_dbn_files, *futures_assets, *options_assets, *silver_assets, *gold_assets, *stream_assets]
 lake_views = build_lake_views_asset([key for asset in session_assets for key in asset.keys])
 
 
 def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*session_assets, lake_views, *ml_assets, *marts_assets, *report_assets, *analysis_assets],
+        assets=[*session_assets, lake_views, *ml_assets, *marts_assets, *report_assets, *stream_report_assets, *analysis_assets],
         jobs=[daily_market_job],
         schedules=[daily_market_schedule],
         sensors=[new_dbn_files_sensor],
