@@ -16,8 +16,10 @@ Orientation (chosen per stream, and never mixed inside one):
   research, distinguishes breaks from rejections). Not directional.
 
 A stream whose inputs need a tier the session lacks is null, never 0 (σ_F and σ_B need the book,
-T2; σ_D the options, T3); a single reading missing at a row of a sufficient tier (a 30-min wall
-ratio before 30 min of book exists, say) counts as typical (squashed value 0).
+T2; σ_D the options, T3), and so is a stream none of whose inputs has a reading (or has stats:
+the first session of a lake has no earlier sessions to normalize with); a single reading missing
+at a row of a sufficient tier (a 30-min wall ratio before 30 min of book exists, say) counts as
+typical (squashed value 0).
 
 Normalization: robust z stats (median, 1.4826·MAD) per input feature and time bucket, fitted on
 trailing sessions strictly before the date; a bucket with fewer than MIN_STRATUM_SAMPLES values
@@ -242,8 +244,11 @@ def squashed_features(state: pl.DataFrame, stats: pl.DataFrame) -> pl.DataFrame:
                   .with_columns(pl.col("median").fill_null(pl.col("g_m")), pl.col("scale").fill_null(pl.col("g_s"))))
     wide = per_bucket.pivot(on="feature", index="time_bucket", values=["median", "scale"], separator="|")
     frame = state.join(wide, on="time_bucket", how="left", maintain_order="left")
-    squashed = []
-    for feature in features:
+    # A feature never seen in the window (the first session of a lake, say) has no scale: its
+    # squashed value is null rather than a z against made-up stats.
+    unfitted = set(glob.filter(pl.col("scale_source") == "no_data")["feature"].to_list())
+    squashed = [pl.lit(None, dtype=pl.Float64).alias(f"f_{f}") for f in normalized_features() if f in unfitted or f not in features]
+    for feature in [f for f in features if f not in unfitted]:
         center = pl.col(f"median|{feature}") if centered[feature] else pl.lit(0.0)
         z = ((pl.col(feature) - center) / pl.col(f"scale|{feature}")).clip(-Z_CLIP, Z_CLIP)
         squashed.append((z / SQUASH).tanh().alias(f"f_{feature}"))
@@ -267,8 +272,10 @@ def _tier_present(stream_tier: str) -> pl.Expr:
 
 
 def weighted_stream(stream: StreamDef) -> pl.Expr:
+    """tanh(Σ w·o·f); null at an absent tier, and where no input has a reading at all."""
     total = pl.sum_horizontal([inp.weight * _orient(inp) for inp in stream.inputs])
-    return pl.when(_tier_present(stream.tier)).then(total.tanh()).otherwise(None).alias(stream.name)
+    any_reading = pl.any_horizontal([pl.col(f"f_{inp.feature}").is_not_null() for inp in stream.inputs])
+    return pl.when(_tier_present(stream.tier) & any_reading).then(total.tanh()).otherwise(None).alias(stream.name)
 
 
 def setup_components() -> dict[str, pl.Expr]:
