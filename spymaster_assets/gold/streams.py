@@ -218,3 +218,35 @@ def stream_alerts(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
 
 stream_assets = [stream_normalization, gold_streams, gold_alerts]
 stream_report_assets = [stream_alerts]
+
+
+STREAM_VIEW_COLUMNS = ("sigma_m", "sigma_f", "sigma_b", "sigma_d", "sigma_s", "sigma_p", "sigma_r", "alignment",
+                       "sigma_p_slope")
+
+
+def streams_answer(store: Lake, session: dt.date, level_kind: str, at: dt.time | None = None, rows: int = 6) -> dict:
+    """The stream bars of one level up to `at` (ET; default the end of the session), the alerts
+    active at the last of them and the exit score for a LONG and a SHORT position. JSON-ready."""
+    from ..lib.calendar import et_to_ns, ns_to_et
+    from ..lib.stream_alerts import exit_score, stream_rows_up_to
+
+    streams = store.read("gold", "streams", session)
+    at_ns = et_to_ns(session, at) if at is not None else None
+    bars = stream_rows_up_to(streams, level_kind, at_ns, rows)
+    if bars.height == 0:
+        known = sorted(streams["level_kind"].unique().to_list())
+        raise ValueError(f"{level_kind} has no stream bar at or before {at or 'the end'} on {session} (levels: {known})")
+    last = bars.row(-1, named=True)
+    alerts = store.read("gold", "alerts", session) if store.has_partition("gold", "alerts", session) else None
+    active = [] if alerts is None else (
+        alerts.filter((pl.col("level_kind") == level_kind) & (pl.col("t_ns") == last["t_ns"]))
+        .sort("confidence", descending=True).select("alert", "confidence", "onset", "bars_active").to_dicts())
+    return {
+        "session": session.isoformat(), "level_kind": level_kind, "level_price": last["level_price"],
+        "time_et": ns_to_et(last["t_ns"]).strftime("%H:%M:%S"), "spot": last["spot"], "d_atr": last["d_atr"],
+        "tier": last["tier"], "direction": "UP" if last["dir_sign"] > 0 else "DOWN",
+        "bars": [{"time_et": ns_to_et(r["t_ns"]).strftime("%H:%M:%S"), **{c: r[c] for c in STREAM_VIEW_COLUMNS}}
+                 for r in bars.iter_rows(named=True)],
+        "alerts": active if alerts is not None else None,
+        "exit": {side: exit_score(last, side) for side in ("LONG", "SHORT")},
+    }
