@@ -55,6 +55,7 @@ class AlertDef:
     strength: pl.Expr  # in [0, 1]; null where a stream it reads is absent
     threshold: float
     expects: str
+    scope: pl.Expr = pl.lit(True)  # rows where the alert can fire at all: its base-rate population
 
 
 ALERTS: tuple[AlertDef, ...] = (
@@ -81,11 +82,11 @@ ALERTS: tuple[AlertDef, ...] = (
     AlertDef("BARRIER_OPPOSES", "the book at the level stands against the pressure", _agree(BARRIER_UP, P, False), 0.20,
              EXPECT_AGAINST_PRESSURE),
     AlertDef("BARRIER_WEAKENING", "near the level, its defending wall is losing strength quickly",
-             pl.when(NEAR).then(_pos(B_SLOPE / SLOPE_REF)).otherwise(0.0), 0.50, EXPECT_THROUGH),
+             pl.when(NEAR).then(_pos(B_SLOPE / SLOPE_REF)).otherwise(0.0), 0.50, EXPECT_THROUGH, NEAR),
     AlertDef("HIGH_QUALITY_SETUP", "near the level: close, clean, fresh, confluent approach (σ_S high)",
-             pl.when(NEAR).then(_pos(S)).otherwise(0.0), 0.35, EXPECT_THROUGH),
+             pl.when(NEAR).then(_pos(S)).otherwise(0.0), 0.35, EXPECT_THROUGH, NEAR),
     AlertDef("LOW_QUALITY_SETUP", "near the level: a stale, ragged or distant approach (σ_S low)",
-             pl.when(NEAR).then(_pos(-S)).otherwise(0.0), 0.45, EXPECT_AWAY),
+             pl.when(NEAR).then(_pos(-S)).otherwise(0.0), 0.45, EXPECT_AWAY, NEAR),
     AlertDef("FUEL_REGIME", "dealers short gamma: hedging amplifies moves", _pos(D), 0.30, EXPECT_BIG_MOVE),
     AlertDef("PIN_REGIME", "dealers long gamma: hedging dampens moves, price tends to pin", _pos(-D), 0.30, EXPECT_QUIET),
 )
@@ -244,17 +245,17 @@ def _one_per_moment(frame: pl.DataFrame, expects: str) -> pl.DataFrame:
 
 def alert_hit_rates(streams: pl.DataFrame, alerts: pl.DataFrame, moves: pl.DataFrame) -> list[dict]:
     """Per alert type: at its onsets, how often price moved ≥ 0.5 ATR the expected way within
-    10 min, against the same outcome's rate over every bar where the alert could be computed.
+    10 min, against the same outcome's rate over every bar where the alert could fire (its streams
+    present, within its scope: near the level for the setup and barrier-weakening alerts).
     The sample unit is the onset (a spell of an active alert counts once), and onsets at one bar
     expecting the same direction count once whatever the number of levels."""
     rows = streams.join(moves, on=["session", "t_ns"], how="inner")
     onsets = alerts.filter("onset").join(rows, on=["session", "t_ns", "level_kind"], how="inner", suffix="_s")
-    strengths = {a.name: a.strength for a in ALERTS}
     report = []
     for alert in ALERTS:
         hit = hit_expr(alert.expects)
         fired = _one_per_moment(onsets.filter(pl.col("alert") == alert.name), alert.expects)
-        eligible = _one_per_moment(rows.filter(strengths[alert.name].is_not_null()), alert.expects)
+        eligible = _one_per_moment(rows.filter(alert.strength.is_not_null() & alert.scope), alert.expects)
         n, n_base = fired.height, eligible.height
         rate = fired.select(hit.mean()).item() if n else None
         base = eligible.select(hit.mean()).item() if n_base else None
