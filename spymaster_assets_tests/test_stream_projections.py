@@ -66,3 +66,34 @@ def test_quantile_bands_cover_held_out_sessions_and_beat_no_change():
     assert report["mae_q50"][10] < report["mae_no_change"][10]  # mean reversion is learned
     paths = projector.paths(held_out.head(5))
     assert paths.shape == (5, 3, P.HORIZON) and (paths[:, 0] <= paths[:, 2] + 1e-12).all()
+
+
+def test_projection_models_as_of_a_date_save_load_and_never_see_it(tmp_path):
+    """The as-of asset on a lake of eight sessions of streams: models for the last date are fitted on
+    the earlier ones only, reload to the same predictions, and report held-out coverage."""
+    import json
+
+    import dagster as dg
+
+    from spymaster_assets.gold.streams import load_projectors, stream_projection_models
+    from spymaster_assets.lake import Lake
+    from spymaster_assets.lib.calendar import trading_sessions
+    from spymaster_assets.resources import LakeResource, PipelineSettings
+
+    lake = Lake(tmp_path / "lake")
+    sessions = trading_sessions(dt.date(2024, 12, 2), dt.date(2024, 12, 11))
+    streams = mean_reverting_streams(sessions=len(sessions), bars=80).with_columns(
+        pl.col("session").replace_strict(dict(zip(sorted(set(mean_reverting_streams(len(sessions), 80)["session"])),
+                                                  sessions))).alias("session"))
+    for day in sessions[:-1]:
+        lake.write_frame("gold", "streams", day, streams.filter(pl.col("session") == day))
+    target = sessions[-1]
+    result = dg.materialize([stream_projection_models], partition_key=target.isoformat(),
+                            resources={"lake": LakeResource(root=str(lake.root)), "settings": PipelineSettings()})
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    meta = json.loads((lake.partition_dir("gold", "stream_projection_models", target) / "meta.json").read_text())
+    assert max(meta["fitted_on_sessions"]) < target.isoformat() and meta["streams"] == ["sigma_p", "sigma_m", "sigma_f", "sigma_b"]
+    assert 0.5 <= meta["coverage"]["sigma_p"]["coverage_q10_q90"]["10"] <= 1.0
+    projectors = load_projectors(lake, target)
+    samples = P.projection_samples(streams.filter(pl.col("session") == sessions[0]), "sigma_p").head(4)
+    assert projectors["sigma_p"].paths(samples).shape == (4, 3, P.HORIZON)

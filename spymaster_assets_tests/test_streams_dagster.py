@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from spymaster_assets.cli import main as cli
-from spymaster_assets.gold.streams import stream_assets, stream_report_assets
+from spymaster_assets.gold.streams import load_projectors, stream_assets, stream_report_assets
 from spymaster_assets.lake import Lake
 from spymaster_assets.lib.stream_alerts import ALERT_NAMES
 from spymaster_assets.lib.streams import STREAM_COLUMNS, streams_schema
@@ -52,6 +52,11 @@ def test_three_assets_materialize_over_the_range_and_report(synthetic_home, lake
     alerts = lake.read("gold", "alerts", SECOND)
     assert set(alerts["alert"].unique().to_list()) <= set(ALERT_NAMES) and alerts["onset"].sum() > 0
     assert alerts["confidence"].is_between(0.0, 1.0).all()
+
+    # Projections as of the second session: one earlier session is too little history, and it says so.
+    meta = json.loads((lake.partition_dir("gold", "stream_projection_models", SECOND) / "meta.json").read_text())
+    assert meta["fitted_on_sessions"] == [FIRST] and meta["streams"] == [] and "insufficient history" in meta["note"]
+    assert load_projectors(lake, SECOND) == {}
 
     report = json.loads((lake.root / "reports" / "stream_alerts" / "report.json").read_text())
     assert report["sessions"] == 2 and {a["alert"] for a in report["alerts"]} == set(ALERT_NAMES)
