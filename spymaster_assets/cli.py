@@ -293,6 +293,44 @@ def query(session: dt.datetime, clock: dt.datetime, level_kind: str, neighbours:
         print_answer(answer)
 
 
+# --- Pentaview streams (gold/streams, gold/alerts) --------------------------------------------
+
+@main.command()
+@click.option("--date", "session", type=click.DateTime(["%Y-%m-%d"]), required=True, help="session date")
+@click.option("--level", "level_kind", type=click.Choice(["PM_HIGH", "PM_LOW", "OR_HIGH", "OR_LOW", "SMA_90", "EMA_20"]),
+              required=True)
+@click.option("--at", "clock", type=click.DateTime(["%H:%M"]), default=None, help="ET clock time (default: session end)")
+@click.option("--rows", type=int, default=6, show_default=True, help="stream bars to show, up to --at")
+@click.option("--json", "as_json", is_flag=True, help="print as JSON")
+def streams(session: dt.datetime, level_kind: str, clock: dt.datetime | None, rows: int, as_json: bool) -> None:
+    """Pentaview stream bars of a level up to a time, its active alerts, and the exit score for LONG and SHORT."""
+    import json
+
+    from .gold.streams import STREAM_VIEW_COLUMNS, streams_answer
+    from .lake import Lake
+
+    lake = Lake(spymaster_home() / "lake")
+    try:
+        answer = streams_answer(lake, session.date(), level_kind, clock.time() if clock else None, rows)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(answer, indent=2, default=str))
+        return
+    click.echo(f"{answer['session']} {answer['time_et']} ET: {level_kind} {answer['level_price']:.2f}, spot {answer['spot']:.2f} "
+               f"(d {answer['d_atr']:+.2f} ATR, {answer['direction']}, tier {answer['tier']})")
+    click.echo("  time      " + " ".join(f"{c.removeprefix('sigma_'):>9}" for c in STREAM_VIEW_COLUMNS))
+    for bar in answer["bars"]:
+        cells = " ".join("        —" if bar[c] is None else f"{bar[c]:>+9.3f}" for c in STREAM_VIEW_COLUMNS)
+        click.echo(f"  {bar['time_et']} {cells}")
+    alerts = answer["alerts"]
+    click.echo("  alerts: " + ("(gold/alerts not built)" if alerts is None else ", ".join(
+        f"{a['alert']} {a['confidence']:.2f}{' (new)' if a['onset'] else ''}" for a in alerts) or "none"))
+    for side, score in answer["exit"].items():
+        value = "—" if score["score"] is None else f"{score['score']:+.3f}"
+        click.echo(f"  exit {side:<5}: {score['action'] or 'no advice (no streams)'}  score {value}")
+
+
 @main.command()
 @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True)
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), required=True)

@@ -6,6 +6,7 @@ from .bronze.futures import futures_assets
 from .bronze.options import options_assets
 from .bronze.raw import raw_dbn_files
 from .gold.assets import gold_assets, report_assets
+from .gold.streams import stream_assets, stream_report_assets
 from .marts import marts_assets
 from .ml.analyses import analysis_assets
 from .ml.assets import ml_assets
@@ -15,7 +16,7 @@ from .freshness import build_session_freshness, with_daily_rebuild_freshness
 from .schedules import daily_market_job, daily_market_schedule, new_dbn_files_sensor
 from .warehouse import build_lake_views_asset
 
-session_assets = [raw_dbn_files, *futures_assets, *options_assets, *silver_assets, *gold_assets]
+session_assets = [raw_dbn_files, *futures_assets, *options_assets, *silver_assets, *gold_assets, *stream_assets]
 lake_views = build_lake_views_asset([key for asset in session_assets for key in asset.keys])
 # Everything the daily job builds is due by 18:00 ET: per session partition where partitioned,
 # by a freshness policy where rebuilt whole.
@@ -28,7 +29,7 @@ session_freshness_checks, session_freshness_sensor = build_session_freshness(
 def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Definitions:
     return dg.Definitions(
         assets=[*session_assets, lake_views, *with_daily_rebuild_freshness([*ml_assets, *marts_assets]),
-                *report_assets, *analysis_assets],
+                *report_assets, *stream_report_assets, *analysis_assets],
         asset_checks=[session_freshness_checks],
         jobs=[daily_market_job],
         schedules=[daily_market_schedule],

@@ -73,7 +73,7 @@ def test_marts_wiring():
                                       ["gold", "episodes"], ["bronze", "front_month_contract"],
                                       ["reports", "retrieval_evaluation"], ["ml", "break_predictions"])} <= upstream
     staging = [key for key in marts_dbt.keys if key.path[0] == "staging"]
-    assert len(staging) == 7 and all(LAKE_VIEWS_KEY in marts_dbt.asset_deps[key] for key in staging)
+    assert len(staging) == 8 and all(LAKE_VIEWS_KEY in marts_dbt.asset_deps[key] for key in staging)
     assert {dg.AssetKey(["marts", m]) for m in ("daily_level_stats", "outcomes_by_segment", "retrieval_calibration",
                                                  "model_performance_by_fold")} <= set(marts_dbt.keys)
     assert set(marts_dbt.group_names_by_key.values()) == {"marts"}

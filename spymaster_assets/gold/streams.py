@@ -1,0 +1,359 @@
+"""Pentaview assets (SPEC §10): stream normalization as of D, streams, alerts, and their report.
+
+gold/stream_normalization (as of D) ─► gold/streams (D) ─► gold/alerts (D) ─► reports/stream_alerts
+silver/state (sessions before D) ──┘   silver/state (D) ─┘
+"""
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from ..lake import Lake, write_json_atomic
+from ..lib.calendar import sessions_before
+from ..lib.stream_alerts import (ALERTS_SCHEMA, ALERTS_SCHEMA_VERSION, OUTCOME_BARS, OUTCOME_MOVE_ATR, alert_hit_rates,
+                                 compute_alerts, exit_action_outcomes, forward_moves)
+from ..lib.stream_projections import (ANCHOR_BARS, PROJECTED_STREAMS, QUANTILES, ProjectionConfig, StreamProjector,
+                                      band_coverage, projection_samples, session_split)
+from ..lib.streams import (NORMALIZATION_SESSIONS, STREAM_STATS_SCHEMA, STREAMS_SCHEMA_VERSION, compute_streams,
+                           fit_stream_stats, normalized_features, stream_registry, streams_schema)
+from ..partitioned import OWNERS, RangeRun, as_of_deps, session_asset_defaults, session_check, stamp
+from ..resources import LakeResource, PipelineSettings
+from .assets import TRAILING_WINDOW_STRICTLY_BEFORE, sessions_at_or_after
+
+GOLD = session_asset_defaults("gold")
+EXPECTED = (FileNotFoundError, ValueError)
+SILVER_STATE = dg.AssetKey(["silver", "state"])
+NORMALIZATION = dg.AssetKey(["gold", "stream_normalization"])
+STREAMS = dg.AssetKey(["gold", "streams"])
+ALERTS = dg.AssetKey(["gold", "alerts"])
+REPORT = dg.AssetKey(["reports", "stream_alerts"])
+PROJECTIONS = dg.AssetKey(["gold", "stream_projection_models"])
+STREAMS_BOUNDED = "STREAMS_BOUNDED"
+
+
+def state_history(store: Lake, session: dt.date, sessions: int, cache: dict[dt.date, pl.DataFrame]) -> tuple[pl.DataFrame, list[dt.date]]:
+    """The stream inputs of silver/state over the `sessions` trading sessions strictly before
+    `session` that exist in the lake (gap-tolerant); `cache` spares re-reads within a range run."""
+    present = [day for day in sessions_before(session, sessions) if store.has_partition("silver", "state", day)]
+    for day in present:
+        if day not in cache:
+            columns = set(store.scan("silver", "state", day).collect_schema().names())
+            cache[day] = store.read("silver", "state", day,
+                                    columns=["time_bucket", *[f for f in normalized_features() if f in columns]])
+    frames = [cache[day] for day in present]
+    return (pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()), present
+
+
+@dg.asset(
+    key=NORMALIZATION,
+    deps=as_of_deps(SILVER_STATE),
+    kinds={"polars", "parquet"},
+    check_specs=[session_check(TRAILING_WINDOW_STRICTLY_BEFORE, asset=NORMALIZATION, blocking=True,
+                                   description="Stream stats were fitted only on sessions strictly before the partition date")],
+    code_version=f"stream-normalization-{STREAMS_SCHEMA_VERSION}",
+    **GOLD,
+)
+def stream_normalization(context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings) -> dg.MaterializeResult:
+    """Robust z stats (median, 1.4826·MAD) of every stream input feature per time bucket (global
+    below 30 values), fitted on silver/state of the 20 trading sessions strictly before the date."""
+    store = lake.lake()
+    run = RangeRun(context)
+    cache: dict[dt.date, pl.DataFrame] = {}
+
+    def build(session: dt.date):
+        history, used = state_history(store, session, NORMALIZATION_SESSIONS, cache)
+        stats = fit_stream_stats(history)
+        meta = stamp(settings, STREAMS_SCHEMA_VERSION) | {"fitted_on_sessions": ",".join(d.isoformat() for d in used)}
+        store.write_frames("gold", "stream_normalization", session, [stats], STREAM_STATS_SCHEMA, meta)
+        for day in [d for d in cache if d not in sessions_before(session, NORMALIZATION_SESSIONS)]:
+            del cache[day]  # a range run moves forward: memory stays bounded by the window
+        return {"rows": history.height, "sessions_used": len(used),
+                "no_data_features": stats.filter(pl.col("scale_source") == "no_data").height}
+
+    run.run(build, expected=EXPECTED)
+    leaks = {day: late for day in run.per_session if (late := sessions_at_or_after(store, "stream_normalization", day))}
+    return dg.MaterializeResult(
+        metadata=run.metadata(),
+        check_results=[dg.AssetCheckResult(check_name=TRAILING_WINDOW_STRICTLY_BEFORE, passed=not leaks,
+                                           metadata={"leaks": dg.MetadataValue.json(leaks)})],
+    )
+
+
+@dg.asset(
+    key=STREAMS,
+    deps=[SILVER_STATE, NORMALIZATION],
+    kinds={"polars", "parquet"},
+    check_specs=[session_check(STREAMS_BOUNDED, asset=STREAMS, blocking=True,
+                                   description="Every stream and composite lies in [−1, 1] (nulls only at absent tiers)")],
+    code_version=f"streams-{STREAMS_SCHEMA_VERSION}",
+    **GOLD,
+)
+def gold_streams(context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings) -> dg.MaterializeResult:
+    """Per (30 s bar, level): σ_M, σ_F, σ_B, σ_D, σ_S, merged σ_P and σ_R, composites, and the
+    slope/curvature/jerk of the smoothed σ_P, σ_M, σ_F, σ_B — all from rows at or before the bar,
+    normalized with the stats fitted on earlier sessions."""
+    store = lake.lake()
+    run = RangeRun(context)
+    bounded = [c for c in streams_schema() if c.startswith("sigma_") and not c.endswith(("_slope", "_curvature", "_jerk"))]
+    bounded += ["alignment", "divergence", "alignment_dealer"]
+
+    def build(session: dt.date):
+        streams = compute_streams(store.read("silver", "state", session), store.read("gold", "stream_normalization", session))
+        store.write_frames("gold", "streams", session, [streams], streams_schema(), stamp(settings, STREAMS_SCHEMA_VERSION))
+        outside = streams.select(pl.sum_horizontal([(pl.col(c).abs() > 1.0).sum() for c in bounded])).item()
+        return {"rows": streams.height, "out_of_bounds": int(outside or 0),
+                "null_streams": [c for c in ("sigma_m", "sigma_f", "sigma_b", "sigma_d", "sigma_s")
+                                 if streams.height and streams[c].null_count() == streams.height]}
+
+    run.run(build, expected=EXPECTED)
+    problems = {day: s["out_of_bounds"] for day, s in run.per_session.items() if s["out_of_bounds"]}
+    return dg.MaterializeResult(
+        metadata=run.metadata(**{"dagster/row_count": run.total("rows")}),
+        check_results=[dg.AssetCheckResult(check_name=STREAMS_BOUNDED, passed=not problems,
+                                           metadata={"out_of_bounds": dg.MetadataValue.json(problems)})],
+    )
+
+
+@dg.asset(key=ALERTS, deps=[STREAMS], kinds={"polars", "parquet"}, code_version=f"alerts-{ALERTS_SCHEMA_VERSION}", **GOLD)
+def gold_alerts(context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings) -> dg.MaterializeResult:
+    """Active alerts per (bar, level) with confidence, onset and age, under hysteresis (on after
+    2 bars of the condition, off after 3 bars without it)."""
+    store = lake.lake()
+    run = RangeRun(context)
+
+    def build(session: dt.date):
+        alerts = compute_alerts(store.read("gold", "streams", session))
+        store.write_frames("gold", "alerts", session, [alerts], ALERTS_SCHEMA, stamp(settings, ALERTS_SCHEMA_VERSION))
+        return {"rows": alerts.height, "onsets": int(alerts["onset"].sum()) if alerts.height else 0}
+
+    run.run(build, expected=EXPECTED)
+    return dg.MaterializeResult(metadata=run.metadata(**{"dagster/row_count": run.total("rows")}))
+
+
+def read_all(store: Lake, layer: str, table: str, columns: list[str] | None = None) -> pl.DataFrame:
+    frames = [store.read(layer, table, day, columns=columns) for day in store.partitions(layer, table)]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+
+
+def stream_alerts_report(store: Lake) -> dict:
+    """Hit rates of every alert type and realised outcomes of the exit score's actions over every
+    session with streams (FORWARD-LOOKING outcomes, computed here and nowhere upstream)."""
+    sessions = store.partitions("gold", "streams")
+    streams = read_all(store, "gold", "streams")
+    alerts = read_all(store, "gold", "alerts")
+    if streams.height == 0:
+        return {"sessions": 0, "note": "no gold/streams partitions yet"}
+    market = pl.concat([store.read("silver", "state", day, columns=["session", "t_ns", "spot", "atr"]) for day in sessions
+                        if store.has_partition("silver", "state", day)], how="vertical_relaxed")
+    moves = forward_moves(market)
+    return {
+        "sessions": len(sessions), "first_session": sessions[0], "last_session": sessions[-1],
+        "outcome": {"horizon_min": OUTCOME_BARS // 2, "move_atr": OUTCOME_MOVE_ATR,
+                    "unit": "alert onsets (a spell of an active alert counts once); base rate over every bar where "
+                            "the alert could be computed"},
+        "alerts": alert_hit_rates(streams, alerts, moves),
+        "exit_actions": exit_action_outcomes(streams, moves),
+        "projections": latest_projection_coverage(store),
+        "registry": stream_registry(),
+    }
+
+
+def latest_projection_coverage(store: Lake) -> dict | None:
+    """q10–q90 band coverage on held-out sessions of the newest as-of projection models."""
+    import json
+
+    for day in reversed(store.partitions("gold", "stream_projection_models")):
+        meta_path = store.partition_dir("gold", "stream_projection_models", day) / PROJECTION_META
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        if meta.get("coverage"):
+            return {"as_of": day, "fitted_on": [meta["fitted_on_sessions"][0], meta["fitted_on_sessions"][-1]],
+                    "coverage": meta["coverage"]}
+    return None
+
+
+def streams_png(store: Lake, path, session: str | None = None, level_kind: str | None = None):
+    """Streams of one session and level (default: the last session, its level longest in approach)."""
+    from matplotlib.figure import Figure
+
+    from ..lib.calendar import ns_to_et
+
+    session = session or store.partitions("gold", "streams")[-1]
+    streams = store.read("gold", "streams", session)
+    if level_kind is None:
+        level_kind = (streams.group_by("level_kind").agg(pl.col("in_approach").sum()).sort(["in_approach", "level_kind"])
+                      ["level_kind"][-1])
+    rows = streams.filter(pl.col("level_kind") == level_kind).sort("t_ns")
+    clock = [ns_to_et(t) for t in rows["t_ns"].to_list()]
+    fig = Figure(figsize=(10.0, 7.0), dpi=100)
+    price, canon, merged = fig.subplots(3, 1, sharex=True)
+    price.plot(clock, rows["spot"].to_list(), color="black", linewidth=1, label="spot")
+    price.plot(clock, rows["level_price"].to_list(), color="tab:red", linestyle="--", linewidth=1, label=level_kind)
+    price.legend(loc="upper left", fontsize=8)
+    price.set_title(f"Pentaview streams, {session} {level_kind}")
+    for name in ("sigma_m", "sigma_f", "sigma_b", "sigma_d", "sigma_s"):
+        canon.plot(clock, rows[name].to_list(), linewidth=1, label=name)
+    for name in ("sigma_p", "sigma_r", "alignment", "sigma_p_smooth"):
+        merged.plot(clock, rows[name].to_list(), linewidth=1, label=name)
+    for ax in (canon, merged):
+        ax.set_ylim(-1.05, 1.05)
+        ax.axhline(0.0, color="grey", linewidth=0.5)
+        ax.legend(loc="upper left", fontsize=7, ncol=5)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path, session, level_kind
+
+
+@dg.asset(
+    key=REPORT,
+    deps=[ALERTS, STREAMS],
+    group_name="reports",
+    kinds={"json", "png"},
+    owners=OWNERS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def stream_alerts(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """Realised hit rate of each alert type against its base rate ("when EXHAUSTION_UP fired, price
+    fell ≥ 0.5 ATR within 10 min X % of N times, base rate Y %"), the exit score's realised outcome
+    by action and side, and a PNG of one session's streams for one level."""
+    store = lake.lake()
+    report = stream_alerts_report(store)
+    out = store.root / "reports" / "stream_alerts"
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"sessions": report["sessions"]}
+    if report["sessions"]:
+        _, session, level = streams_png(store, out / "streams.png")
+        report["png"] = {"session": session, "level_kind": level}
+        meta["png"] = dg.MetadataValue.path(str(out / "streams.png"))
+        meta["hit_rates"] = dg.MetadataValue.json({a["alert"]: {"n": a["n_onsets"], "hit": a["hit_rate"], "base": a["base_rate"]}
+                                                   for a in report["alerts"]})
+    write_json_atomic(out / "report.json", report)
+    meta["report"] = dg.MetadataValue.path(str(out / "report.json"))
+    context.log.info(f"stream alerts over {report['sessions']} sessions")
+    return dg.MaterializeResult(metadata=meta)
+
+
+PROJECTION_SESSIONS = 20  # trailing window of gold/streams, strictly before the date
+PROJECTION_HOLDOUT = 3  # the window's last sessions validate (band coverage); the earlier ones train
+PROJECTION_MIN_SESSIONS = PROJECTION_HOLDOUT + 2
+PROJECTION_META = "meta.json"
+
+
+def streams_history(store: Lake, session: dt.date, cache: dict[dt.date, pl.DataFrame]) -> tuple[pl.DataFrame, list[dt.date]]:
+    present = [d for d in sessions_before(session, PROJECTION_SESSIONS) if store.has_partition("gold", "streams", d)]
+    for day in present:
+        if day not in cache:
+            cache[day] = store.read("gold", "streams", day)
+    return (pl.concat([cache[d] for d in present], how="vertical_relaxed") if present else pl.DataFrame()), present
+
+
+def model_file(stream: str, anchor: int, quantile: float) -> str:
+    return f"{stream}_h{anchor}_q{int(round(quantile * 100)):02d}.txt"
+
+
+def load_projectors(store: Lake, session: dt.date | str) -> dict[str, StreamProjector]:
+    """The projection models serving `session` (fitted on earlier sessions); {} when history was too short."""
+    import json
+
+    import lightgbm as lgb
+
+    folder = store.partition_dir("gold", "stream_projection_models", session)
+    meta = json.loads((folder / PROJECTION_META).read_text())
+    return {stream: StreamProjector(stream, {(h, q): lgb.Booster(model_file=str(folder / model_file(stream, h, q)))
+                                             for h in ANCHOR_BARS for q in QUANTILES})
+            for stream in meta.get("streams", [])}
+
+
+@dg.asset(
+    key=PROJECTIONS,
+    deps=as_of_deps(STREAMS),
+    kinds={"lightgbm"},
+    check_specs=[session_check(TRAILING_WINDOW_STRICTLY_BEFORE, asset=PROJECTIONS, blocking=True,
+                                   description="Projection models were fitted only on sessions strictly before the date")],
+    **GOLD,
+)
+def stream_projection_models(context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings) -> dg.MaterializeResult:
+    """Per projected stream, LightGBM q10/q50/q90 models of its change 2, 5 and 10 bars ahead, fitted
+    as of the date on the 20 earlier sessions' streams (the last 3 held out by session to measure
+    the q10–q90 band's coverage); fewer than 5 earlier sessions: no models, said so."""
+    import json
+
+    store = lake.lake()
+    run = RangeRun(context)
+    cache: dict[dt.date, pl.DataFrame] = {}
+
+    def build(session: dt.date):
+        history, used = streams_history(store, session, cache)
+        staging = store.staging_dir("gold", "stream_projection_models", session)
+        meta = stamp(settings, STREAMS_SCHEMA_VERSION) | {
+            "as_of": session.isoformat(), "fitted_on_sessions": [d.isoformat() for d in used], "streams": [],
+            "coverage": {}}
+        if len(used) < PROJECTION_MIN_SESSIONS:
+            meta["note"] = f"insufficient history: {len(used)} earlier sessions with streams, {PROJECTION_MIN_SESSIONS} needed"
+        else:
+            for stream in [s for s in PROJECTED_STREAMS if s in history.columns]:
+                # Every other bar: neighbouring 30 s bars are near-copies; half the rows, half the cost.
+                samples = projection_samples(history, stream).gather_every(2)
+                if samples["session"].n_unique() < PROJECTION_MIN_SESSIONS:
+                    continue  # e.g. σ_F at a tier without the book: null stream, no samples
+                train, held_out = session_split(samples, PROJECTION_HOLDOUT)
+                projector = StreamProjector.fit(train, stream, ProjectionConfig(n_estimators=60))
+                for (h, q), booster in projector.boosters.items():
+                    booster.save_model(str(staging / model_file(stream, h, q)))
+                meta["streams"].append(stream)
+                meta["coverage"][stream] = band_coverage(projector, held_out)
+        (staging / PROJECTION_META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        store.publish_dir(staging, "gold", "stream_projection_models", session)
+        for day in [d for d in cache if d not in used]:
+            del cache[day]
+        return {"sessions_used": len(used), "streams": len(meta["streams"]),
+                "coverage_h10": {s: c["coverage_q10_q90"][10] for s, c in meta["coverage"].items()}}
+
+    run.run(build, expected=EXPECTED)
+
+    def late(day: str) -> list[str]:
+        meta = json.loads((store.partition_dir("gold", "stream_projection_models", day) / PROJECTION_META).read_text())
+        return [d for d in meta["fitted_on_sessions"] if d >= day]
+
+    leaks = {day: bad for day in run.per_session if (bad := late(day))}
+    return dg.MaterializeResult(
+        metadata=run.metadata(),
+        check_results=[dg.AssetCheckResult(check_name=TRAILING_WINDOW_STRICTLY_BEFORE, passed=not leaks,
+                                           metadata={"leaks": dg.MetadataValue.json(leaks)})],
+    )
+
+
+stream_assets = [stream_normalization, gold_streams, gold_alerts, stream_projection_models]
+stream_report_assets = [stream_alerts]
+
+
+STREAM_VIEW_COLUMNS = ("sigma_m", "sigma_f", "sigma_b", "sigma_d", "sigma_s", "sigma_p", "sigma_r", "alignment",
+                       "sigma_p_slope")
+
+
+def streams_answer(store: Lake, session: dt.date, level_kind: str, at: dt.time | None = None, rows: int = 6) -> dict:
+    """The stream bars of one level up to `at` (ET; default the end of the session), the alerts
+    active at the last of them and the exit score for a LONG and a SHORT position. JSON-ready."""
+    from ..lib.calendar import et_to_ns, ns_to_et
+    from ..lib.stream_alerts import exit_score, stream_rows_up_to
+
+    streams = store.read("gold", "streams", session)
+    at_ns = et_to_ns(session, at) if at is not None else None
+    bars = stream_rows_up_to(streams, level_kind, at_ns, rows)
+    if bars.height == 0:
+        known = sorted(streams["level_kind"].unique().to_list())
+        raise ValueError(f"{level_kind} has no stream bar at or before {at or 'the end'} on {session} (levels: {known})")
+    last = bars.row(-1, named=True)
+    alerts = store.read("gold", "alerts", session) if store.has_partition("gold", "alerts", session) else None
+    active = [] if alerts is None else (
+        alerts.filter((pl.col("level_kind") == level_kind) & (pl.col("t_ns") == last["t_ns"]))
+        .sort("confidence", descending=True).select("alert", "confidence", "onset", "bars_active").to_dicts())
+    return {
+        "session": session.isoformat(), "level_kind": level_kind, "level_price": last["level_price"],
+        "time_et": ns_to_et(last["t_ns"]).strftime("%H:%M:%S"), "spot": last["spot"], "d_atr": last["d_atr"],
+        "tier": last["tier"], "direction": "UP" if last["dir_sign"] > 0 else "DOWN",
+        "bars": [{"time_et": ns_to_et(r["t_ns"]).strftime("%H:%M:%S"), **{c: r[c] for c in STREAM_VIEW_COLUMNS}}
+                 for r in bars.iter_rows(named=True)],
+        "alerts": active if alerts is not None else None,
+        "exit": {side: exit_score(last, side) for side in ("LONG", "SHORT")},
+    }
