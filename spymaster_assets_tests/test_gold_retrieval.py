@@ -226,9 +226,10 @@ def test_retrieval_evaluation_reports_against_base_rate_and_oracle(synthetic_hom
         oracle["auc_ratio"] * oracle["oracle_auc"])
     assert (synthetic_lake.root / "reports" / "retrieval_evaluation" / "reliability.png").stat().st_size > 1000
     comparison = report["comparison"]
-    assert "absent" in comparison["break_model"]  # no ml/break_predictions in this lake: model rows skipped
-    assert [row["predictor"] for row in comparison["rows"]] == [
-        "retrieval (learned metric)", "retrieval (robust-z cosine)", "base rate"]
+    # two sessions: no as-of model has enough history, so the model rows are skipped, never the retrieval rows
+    assert "model rows skipped" in comparison["break_model"]
+    assert {"retrieval (learned metric)", "retrieval (robust-z cosine)", "base rate"} <= {
+        row["predictor"] for row in comparison["rows"]}
     assert all(row["n"] == report["n"] for row in comparison["rows"])
     assert set(report["fallback_rates"]) == {"kind_direction_bucket", "kind_direction", "direction"}
     assert sum(report["fallback_rates"].values()) == pytest.approx(1.0)

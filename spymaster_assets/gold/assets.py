@@ -217,9 +217,14 @@ def retrieval_evaluation(context: dg.AssetExecutionContext, lake: LakeResource, 
         matched = match_ground_truth(predictions, truth)
         report["oracle"] = oracle_comparison(predictions, matched)
     compared = comparison_frame(predictions, plain, model)
+    if model is not None and compared.height == 0:
+        # early sessions have no as-of model yet (too little history): compare retrieval alone
+        compared, model_note = comparison_frame(predictions, plain, None), "no episode scored by an as-of model yet: model rows skipped"
+    else:
+        model_note = "included" if model is not None else "ml/break_predictions absent: model rows skipped"
     report["comparison"] = {
         "episodes": compared.height,
-        "break_model": "included" if model is not None else "ml/break_predictions absent: model rows skipped",
+        "break_model": model_note,
         "rows": comparison_table(compared, matched),
     }
     out = store.root / "reports" / "retrieval_evaluation"
