@@ -1,0 +1,229 @@
+""""Answers worth trusting": retrieval and the as-of break model vs the oracle on a planted market.
+
+    python -m spymaster_assets_bench.quality HOME SCRATCH
+
+HOME holds gold/episodes of a synthetic market (and raw/synthetic/<seed>-<scale>/ground_truth);
+SCRATCH receives a copy of those episodes and every session's as-of partitions, built oldest first
+by the plain functions the assets call (gold/as_of.write_*, ml/assets.build_model_partition and
+score_session), so the lake can be inspected afterwards. Reported, all on held-out episodes:
+
+- the comparison table of gold/evaluation (every predictor on the episodes all of them answered,
+  BREAK = 1 vs REJECT or CHOP), with the oracle's AUC on the planned touches among them;
+- the model's p(BREAK | decisive) on decisive episodes vs the oracle on the same planned ones,
+  pooled and restricted to dates whose model was trained on ≥ 20 sessions;
+- diagnostics: pipeline label vs the simulator's drawn outcome, and how well the episode vector
+  carries each planted precursor (best |Spearman| of any dimension with the simulator's z).
+Numbers, not asserts.
+
+Measured 2026-11-29 (main at da2222a + the model_store import fix; tiny scale, 44 sessions from
+2024-09-03, seeds 11 / 23, never tuned on; held-out = each session answered by its own as-of
+partitions; 1050 / 1045 episodes answered by every predictor, 613 / 629 of them planned touches):
+
+    predictor (BREAK vs rest)     AUC          ECE          Brier skill    AUC/oracle (planned)
+    retrieval, learned metric     0.617/0.626  0.038/0.064  +0.060/+0.054  0.756/0.770
+    retrieval, robust-z cosine    0.613/0.616  0.049/0.063  +0.058/+0.050  0.749/0.765
+    break model p_break           0.609/0.632  0.071/0.039  +0.039/+0.070  0.734/0.753
+    best single feature           0.591/0.566  0.056/0.054  +0.033/+0.009  0.711/0.661
+    base rate                     0.518/0.542  0.060/0.074   0            0.654/0.684
+    model p_break_decisive (decisive episodes)
+                                  0.618/0.646  0.061/0.046  +0.031/+0.083  0.739/0.737
+    oracle AUC on those planned touches 0.808/0.818 (decisive: 0.830/0.848).
+Bars (≥ 0.9 × oracle, ECE ≤ 0.03) missed by both; retrieval is within 0.02 of the model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # before lightgbm loads OpenMP
+
+import numpy as np
+import polars as pl
+
+MIN_TRAINING_SESSIONS = 20
+
+
+def build_model_tier(store, sessions) -> dict:
+    """ml/break_model and ml/break_predictions for every session, oldest first, as the assets write them."""
+    from spymaster_assets.ml.assets import LAYER, PREDICTION_SCHEMA, PREDICTIONS_TABLE, build_model_partition, score_session
+    from spymaster_assets.ml.model_store import load_model, read_summary
+
+    stamp = {"schema_version": "bench", "config_hash": "bench"}
+    cache: dict = {}
+    summaries = {}
+    for session in sessions:
+        summaries[session] = build_model_partition(store, session, "bench", stamp, cache, None)
+        loaded = load_model(store, session)
+        if loaded is None:
+            continue
+        predictor, baseline, provenance = loaded
+        scored = score_session(store.read("gold", "episodes", session), predictor, baseline, provenance,
+                               read_summary(store, session))
+        store.write_frames(LAYER, PREDICTIONS_TABLE, session, [scored], PREDICTION_SCHEMA, stamp)
+    return summaries
+
+
+def _metrics(y: np.ndarray, p: np.ndarray, base: np.ndarray) -> dict:
+    from spymaster_assets.lib.metrics import binary_report
+
+    r = binary_report(y, p, base)
+    return {k: r[k] for k in ("auc", "ece", "brier_skill")}
+
+
+def _oracle_auc(frame: pl.DataFrame) -> float:
+    from spymaster_assets.lib.metrics import roc_auc
+
+    planned = frame.filter(pl.col("gt_planned").fill_null(False) & pl.col("gt_p_break").is_not_null())
+    return roc_auc((planned["label"] == "BREAK").to_numpy().astype(float), planned["gt_p_break"].to_numpy()), planned.height
+
+
+def decisive_rows(model: pl.DataFrame, learned: pl.DataFrame, matched: pl.DataFrame, summaries: dict) -> list[dict]:
+    """The model's conditional question (BREAK vs REJECT on decisive episodes) beside retrieval on the
+    same episodes and the oracle on the planned touches among them; all dates, then dates whose model
+    had ≥ MIN_TRAINING_SESSIONS training sessions."""
+    from spymaster_assets.lib.metrics import roc_auc
+
+    frame = (model.filter(pl.col("label").is_in(["BREAK", "REJECT"]))
+             .join(learned.select("episode_id", pl.col("p_break").alias("p_retrieval")), on="episode_id", how="inner")
+             .join(matched.select("episode_id", "gt_planned", "gt_p_break"), on="episode_id", how="left"))
+    trained_on = {s: v.get("n_sessions", 0) for s, v in summaries.items()}
+    frame = frame.with_columns(pl.col("session").replace_strict(trained_on, default=0).alias("n_training_sessions"))
+    rows = []
+    for scope, part in (("all dates", frame),
+                        (f"≥{MIN_TRAINING_SESSIONS} training sessions", frame.filter(pl.col("n_training_sessions") >= MIN_TRAINING_SESSIONS))):
+        if part.height < 20:
+            continue
+        y = (part["label"] == "BREAK").to_numpy().astype(float)
+        oracle, n_planned = _oracle_auc(part)
+        planned = part.filter(pl.col("gt_planned").fill_null(False) & pl.col("gt_p_break").is_not_null())
+        yp = (planned["label"] == "BREAK").to_numpy().astype(float)
+        for name, column, base in (("model p_break_decisive", "p_break_decisive", "base_break_decisive"),
+                                   ("retrieval (learned) p_break", "p_retrieval", "base_break_decisive")):
+            m = _metrics(y, part[column].to_numpy(), part[base].to_numpy())
+            auc_planned = roc_auc(yp, planned[column].to_numpy())
+            rows.append({"scope": scope, "predictor": name, "n": part.height, "sessions": part["session"].n_unique(),
+                         **m, "n_planned": n_planned, "auc_planned": auc_planned, "oracle_auc": oracle,
+                         "auc_ratio": auc_planned / oracle})
+    return rows
+
+
+def label_agreement(matched: pl.DataFrame) -> dict:
+    """Pipeline labels vs the simulator's drawn outcome on planned touches."""
+    planned = matched.filter(pl.col("gt_planned").fill_null(False))
+    if planned.height == 0:
+        return {"n": 0}
+    table = planned.group_by("gt_outcome", "label").len().sort("gt_outcome", "label")
+    return {"n_planned_matched": planned.height, "n_episodes": matched.height,
+            "agreement": float((planned["gt_outcome"] == planned["label"]).mean()),
+            "confusion (gt_outcome, label, n)": table.rows()}
+
+
+def precursor_coverage(matched: pl.DataFrame, truth: pl.DataFrame) -> dict:
+    """For each planted precursor: the vector dimensions most rank-correlated with the simulator's
+    z on matched planned touches, the dimension's NaN share and whether it varies."""
+    from spymaster_assets.lib.episodes import vector_layout
+    from spymaster_assets.synthetic.ground_truth import PRECURSORS
+
+    z_columns = [f"z_{p.name}" for p in PRECURSORS]
+    planned = matched.filter(pl.col("gt_planned").fill_null(False)).join(
+        truth.select(pl.col("touch_ts_event").alias("gt_ts_ns"), "level_kind", "direction",
+                     *[pl.col(c).alias(f"gt_{c}") for c in z_columns]),
+        on=["gt_ts_ns", "level_kind", "direction"], how="left")
+    names = [d.name for d in vector_layout() if d.name in planned.columns]
+    ranks = planned.select([pl.col(n).cast(pl.Float64).rank() for n in names]).to_numpy()
+    out = {}
+    for precursor in PRECURSORS:
+        column = f"gt_z_{precursor.name}"
+        if column not in planned.columns:
+            out[precursor.name] = "no gt column"
+            continue
+        z = planned[column].cast(pl.Float64).rank().to_numpy()
+        corr = []
+        for j, name in enumerate(names):
+            x = ranks[:, j]
+            ok = np.isfinite(x) & np.isfinite(z)
+            if ok.sum() > 20 and np.std(x[ok]) > 0:
+                corr.append((abs(float(np.corrcoef(x[ok], z[ok])[0, 1])), name))
+        corr.sort(reverse=True)
+        out[precursor.name] = [(n, round(c, 3)) for c, n in corr[:3]]
+    return out
+
+
+def measure(home: Path, scratch: Path) -> dict:
+    from spymaster_assets.gold.as_of import LEARNED_METRIC, PLAIN_COSINE
+    from spymaster_assets.gold.evaluation import (comparison_frame, comparison_table, evaluation_report,
+                                                  walk_forward_predictions)
+    from spymaster_assets.lake import Lake
+    from spymaster_assets.synthetic import match_ground_truth, read_ground_truth
+    from spymaster_assets_bench.retrieval import build_as_of, clean_copy
+
+    store, sessions, flagged = clean_copy(Lake(home / "lake"), Lake(scratch))
+    began = time.perf_counter()
+    build_as_of(store, sessions)
+    gold_s = time.perf_counter() - began
+    began = time.perf_counter()
+    summaries = build_model_tier(store, sessions)
+    model_s = time.perf_counter() - began
+    answers = {m: walk_forward_predictions(store, sessions, m) for m in (LEARNED_METRIC, PLAIN_COSINE)}
+    model = pl.concat([store.read("ml", "break_predictions", d) for d in store.partitions("ml", "break_predictions")],
+                      how="vertical_relaxed")
+    (truth_root,) = (p.parent for p in (home / "raw" / "synthetic").glob("*/ground_truth"))
+    truth = read_ground_truth(truth_root, sessions)
+    episodes = pl.concat([store.read("gold", "episodes", d) for d in sessions], how="vertical_relaxed").filter(
+        pl.col("label").is_not_null())
+    matched_all = match_ground_truth(episodes, truth)
+    rows = comparison_table(comparison_frame(answers[LEARNED_METRIC], answers[PLAIN_COSINE], model), matched_all)
+    reports = {m: evaluation_report(f) for m, f in answers.items()}
+    statuses = {}
+    for s in summaries.values():
+        statuses[s["status"]] = statuses.get(s["status"], 0) + 1
+    return {
+        "home": str(home), "sessions": len(sessions), "flagged": flagged, "gold_s": gold_s, "model_s": model_s,
+        "rows": rows, "decisive": decisive_rows(model, answers[LEARNED_METRIC], matched_all, summaries),
+        "similarity": {m: r.get("neighbour_similarity", {}).get("median", {}) for m, r in reports.items()},
+        "fallback_rates": {m: r.get("fallback_rates", {}) for m, r in reports.items()},
+        "model_statuses": statuses,
+        "window_held_out_auc": {k: v.get("held_out_auc_decisive") for k, v in summaries.items()
+                                if v.get("status") == "trained"},
+        "labels": label_agreement(matched_all), "precursors": precursor_coverage(matched_all, truth),
+        "oracle_observable_auc": float(_observable_auc(truth)),
+    }
+
+
+def _observable_auc(truth: pl.DataFrame) -> float:
+    from spymaster_assets.synthetic.ground_truth import oracle_auc
+
+    return oracle_auc(truth, "p_break_observable")
+
+
+def print_result(r: dict) -> None:
+    print(f"\n{r['home']}: {r['sessions']} sessions (left out: {r['flagged'] or 'none'}); gold as-of {r['gold_s']:.0f} s, "
+          f"model tier {r['model_s']:.0f} s; model partitions {r['model_statuses']}")
+    print(f"  {'predictor':<30}{'n':>6}{'AUC':>7}{'ECE':>7}{'skill':>8}{'planned':>8}{'AUC pl':>7}{'oracle':>7}{'ratio':>7}")
+    for row in r["rows"]:
+        print(f"  {row['predictor']:<30}{row['n']:>6}{row['auc']:>7.3f}{row['ece']:>7.3f}{row['brier_skill']:>+8.3f}"
+              f"{row.get('n_matched', 0):>8}{row.get('predictor_auc', float('nan')):>7.3f}"
+              f"{row.get('oracle_auc', float('nan')):>7.3f}{row.get('auc_ratio', float('nan')):>7.3f}"
+              + (f"  [{row['feature']}]" if "feature" in row else ""))
+    print("  decisive episodes (BREAK vs REJECT), base = window's decisive BREAK share:")
+    for row in r["decisive"]:
+        print(f"  {row['scope']:<27}{row['predictor']:<30}{row['n']:>6} ({row['sessions']} sess){row['auc']:>7.3f}"
+              f"{row['ece']:>7.3f}{row['brier_skill']:>+8.3f}{row['n_planned']:>8}{row['auc_planned']:>7.3f}"
+              f"{row['oracle_auc']:>7.3f}{row['auc_ratio']:>7.3f}")
+    for m, sim in r["similarity"].items():
+        print(f"  {m}: median neighbour similarity {sim.get('median', float('nan')):.3f} "
+              f"(p10 {sim.get('p10', float('nan')):.3f}, p90 {sim.get('p90', float('nan')):.3f}); fallbacks "
+              + ", ".join(f"{g} {s:.1%}" for g, s in r["fallback_rates"][m].items()))
+    print(f"  window held-out AUC (inner walk-forward, per retrain): "
+          f"{ {str(k): round(v, 3) for k, v in r['window_held_out_auc'].items() if v is not None} }")
+    print(f"  oracle AUC of p_break_observable on all planned touches: {r['oracle_observable_auc']:.3f}")
+    print(f"  labels vs simulator outcome: {r['labels']}")
+    print(f"  precursor → best-matching vector dims (|Spearman| with the simulator's z): {r['precursors']}")
+
+
+if __name__ == "__main__":
+    print_result(measure(Path(sys.argv[1]), Path(sys.argv[2])))
