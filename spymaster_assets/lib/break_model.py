@@ -240,6 +240,21 @@ def class_indices(y_labels) -> np.ndarray:
     return codes
 
 
+def _fit_final_models(matrix: np.ndarray, y_class: np.ndarray, decisive: np.ndarray, config: "BreakModelConfig",
+                      names: Sequence[str]) -> tuple[lgb.Booster, lgb.Booster, pl.DataFrame]:
+    """The served pair — binary BREAK vs REJECT on decisive episodes, multiclass on all — and their gain/split importance."""
+    binary = _train_booster(matrix[decisive], (y_class[decisive] == BREAK_IDX).astype(np.float64), config, "binary",
+                            names)
+    multiclass = _train_booster(matrix, y_class.astype(np.float64), config, "multiclass", names)
+    importance = pl.DataFrame({
+        "feature": list(names),
+        "gain": binary.feature_importance("gain"),
+        "split": binary.feature_importance("split").astype(np.int64),
+        "gain_multiclass": multiclass.feature_importance("gain"),
+    }).sort("gain", descending=True, maintain_order=True)
+    return binary, multiclass, importance
+
+
 def _train_booster(X: np.ndarray, y: np.ndarray, config: BreakModelConfig, objective: str,
                    feature_names: Sequence[str] | None = None) -> lgb.Booster:
     data = lgb.Dataset(X, label=y, feature_name=list(feature_names) if feature_names else "auto",
@@ -593,15 +608,7 @@ def train_break_model(X, y_labels, sessions, label_end_ns, ts_ns, feature_names:
                                 config.isotonic_min_samples, config.calibration_clip, config.calibration_min_samples)
 
     decisive = y_class != CHOP_IDX
-    binary = _train_booster(matrix[decisive], (y_class[decisive] == BREAK_IDX).astype(np.float64), config, "binary",
-                            names)
-    multiclass = _train_booster(matrix, y_class.astype(np.float64), config, "multiclass", names)
-    importance = pl.DataFrame({
-        "feature": list(names),
-        "gain": binary.feature_importance("gain"),
-        "split": binary.feature_importance("split").astype(np.int64),
-        "gain_multiclass": multiclass.feature_importance("gain"),
-    }).sort("gain", descending=True, maintain_order=True)
+    binary, multiclass, importance = _fit_final_models(matrix, y_class, decisive, config, names)
     unique_days = np.unique(days)
     return TrainedBreakModel(
         binary_booster=binary,
@@ -731,15 +738,7 @@ def fit_window_model(X, y_labels, sessions, label_end_ns, ts_ns, feature_names: 
                                                                   _sigmoid(raw[held_decisive]),
                                                                   config.reliability_bins).to_dicts()}
 
-    binary = _train_booster(matrix[decisive], (y_class[decisive] == BREAK_IDX).astype(np.float64), config, "binary",
-                            names)
-    multiclass = _train_booster(matrix, y_class.astype(np.float64), config, "multiclass", names)
-    importance = pl.DataFrame({
-        "feature": list(names),
-        "gain": binary.feature_importance("gain"),
-        "split": binary.feature_importance("split").astype(np.int64),
-        "gain_multiclass": multiclass.feature_importance("gain"),
-    }).sort("gain", descending=True, maintain_order=True)
+    binary, multiclass, importance = _fit_final_models(matrix, y_class, decisive, config, names)
     return WindowModel(
         binary_booster=binary,
         multiclass_booster=multiclass,
