@@ -17,7 +17,9 @@ from .schedules import daily_market_job, daily_market_schedule, new_dbn_files_se
 from .warehouse import build_lake_views_asset
 
 session_assets = [raw_dbn_files, *futures_assets, *options_assets, *silver_assets, *gold_assets, *stream_assets]
-lake_views = build_lake_views_asset([key for asset in session_assets for key in asset.keys])
+# Lineage of the views: every session-partitioned table (the views themselves cover whatever the lake holds).
+lake_views = build_lake_views_asset([key for asset in [*session_assets, *ml_assets] if asset.partitions_def is not None
+                                     for key in asset.keys])
 # Everything the daily job builds is due by 18:00 ET: per session partition where partitioned,
 # by a freshness policy where rebuilt whole.
 daily_assets = [*session_assets, *ml_assets, *marts_assets]
