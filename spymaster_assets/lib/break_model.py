@@ -240,6 +240,18 @@ def class_indices(y_labels) -> np.ndarray:
     return codes
 
 
+def _training_inputs(X, y_labels, feature_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The feature matrix (float64, C order), class indices and names, checked to agree and be complete."""
+    matrix = np.ascontiguousarray(X, dtype=np.float64)
+    y_class = class_indices(y_labels)
+    names = tuple(feature_names)
+    if matrix.ndim != 2 or matrix.shape != (y_class.size, len(names)):
+        raise ValueError(f"X is {matrix.shape}; expected ({y_class.size}, {len(names)})")
+    if not np.isfinite(matrix).all():
+        raise ValueError("X contains NaN or inf: episode vectors must be complete (SPEC §7)")
+    return matrix, y_class, names
+
+
 def _fit_final_models(matrix: np.ndarray, y_class: np.ndarray, decisive: np.ndarray, config: "BreakModelConfig",
                       names: Sequence[str]) -> tuple[lgb.Booster, lgb.Booster, pl.DataFrame]:
     """The served pair — binary BREAK vs REJECT on decisive episodes, multiclass on all — and their gain/split importance."""
@@ -581,13 +593,7 @@ def train_break_model(X, y_labels, sessions, label_end_ns, ts_ns, feature_names:
                       config: BreakModelConfig | None = None) -> TrainedBreakModel:
     """Validate (walk-forward + leave-one-day-out, purged, embargoed), calibrate on OOF, fit on all data."""
     config = config or BreakModelConfig()
-    matrix = np.ascontiguousarray(X, dtype=np.float64)
-    y_class = class_indices(y_labels)
-    names = tuple(feature_names)
-    if matrix.ndim != 2 or matrix.shape != (y_class.size, len(names)):
-        raise ValueError(f"X is {matrix.shape}; expected ({y_class.size}, {len(names)})")
-    if not np.isfinite(matrix).all():
-        raise ValueError("X contains NaN or inf: episode vectors must be complete (SPEC §7)")
+    matrix, y_class, names = _training_inputs(X, y_labels, feature_names)
     days = as_session_days(sessions)
     label_end = np.asarray(label_end_ns, dtype=np.int64)
     anchor = np.asarray(ts_ns, dtype=np.int64)
@@ -689,13 +695,7 @@ def fit_window_model(X, y_labels, sessions, label_end_ns, ts_ns, feature_names: 
     whole window; the calibrators map their scores as they mapped the fold models'.
     """
     config = config or BreakModelConfig()
-    matrix = np.ascontiguousarray(X, dtype=np.float64)
-    y_class = class_indices(y_labels)
-    names = tuple(feature_names)
-    if matrix.ndim != 2 or matrix.shape != (y_class.size, len(names)):
-        raise ValueError(f"X is {matrix.shape}; expected ({y_class.size}, {len(names)})")
-    if not np.isfinite(matrix).all():
-        raise ValueError("X contains NaN or inf: episode vectors must be complete (SPEC §7)")
+    matrix, y_class, names = _training_inputs(X, y_labels, feature_names)
     days, code = np.unique(as_session_days(sessions), return_inverse=True)
     label_end = np.asarray(label_end_ns, dtype=np.int64)
     anchor = np.asarray(ts_ns, dtype=np.int64)
