@@ -280,6 +280,8 @@ def test_a_session_without_data_is_flagged_and_the_others_are_built(backfilled):
     flagged_by_check = has_files.get(MISSING) is False
     run_failed = backfilled["statuses"]["range"] in ("COMPLETED_FAILED", "FAILED")
     assert flagged_by_check or run_failed, (has_files, backfilled["statuses"])
+    # a trading date without files is a flagged, empty session: it fails nothing and blocks nothing
+    assert flagged_by_check and not run_failed and not gap_failed, (has_files, backfilled["statuses"])
 
 
 def test_checks_and_row_counts_are_per_partition(backfilled):
