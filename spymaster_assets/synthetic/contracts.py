@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..lib.calendar import CALENDAR_END, et_to_ns, trading_sessions
+from ..lib.front_month import third_friday
 
 MONTH_CODES = "FGHJKMNQUVXZ"
 ES_TICK = 0.25
@@ -60,12 +61,6 @@ class QuarterlyContract:
 
     def next(self) -> QuarterlyContract:
         return QuarterlyContract(self.year + 1, 3) if self.month == 12 else QuarterlyContract(self.year, self.month + 3)
-
-
-def third_friday(year: int, month: int) -> dt.date:
-    first = dt.date(year, month, 1)
-    first_friday = first + dt.timedelta(days=(4 - first.weekday()) % 7)
-    return first_friday + dt.timedelta(days=14)
 
 
 def nearby_contract(session: dt.date) -> QuarterlyContract:
