@@ -188,24 +188,27 @@ def _signal(rng, frame: dict, session: dt.date, approach_id: str, kind: str, lev
                     bucket_n=212))
 
 
-def free_port(low: int = 4000, high: int = 4100) -> int:
-    """A free port in this helper's range on 127.0.0.1."""
+def bound_socket(low: int = 4000, high: int = 4100) -> socket.socket:
+    """A socket bound to a free port of this helper's range on 127.0.0.1 (bound here, so parallel tests never race
+    for the same port between probing it and serving on it)."""
     for port in range(low, high):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            continue
+        return sock
     raise RuntimeError(f"no free port in {low}–{high - 1}")
 
 
 @contextlib.contextmanager
-def serving(app, port: int | None = None) -> Iterator[str]:
+def serving(app) -> Iterator[str]:
     """Run `app` under uvicorn on 127.0.0.1 in a thread; yields its base URL and stops it on exit."""
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True, name=f"uvicorn-{port}")
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"uvicorn-{port}")
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
@@ -217,6 +220,7 @@ def serving(app, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+        sock.close()
 
 
 class HeadlessChromium:

@@ -155,7 +155,8 @@ export class ApproachCards {
       s1 = Math.max(s1, a.path_start_s + (a.path_atr.length - 1) * a.path_step_s);
       for (const v of a.path_atr) if (v !== null) vmax = Math.max(vmax, Math.abs(v));
     }
-    vmax = Math.min(vmax * 1.1, 4);  // this approach's own path may start farther away: it is clipped, not rescaled
+    for (const p of own.points) vmax = Math.max(vmax, Math.abs(p.v));
+    vmax = Math.min(vmax * 1.1, 4);  // beyond ±4 ATR the shape near the level matters more: farther points are clipped
     const x = (s) => pad.left + ((s - s0) / (s1 - s0)) * (width - pad.left - pad.right);
     const y = (v) => pad.top + ((vmax - v) / (2 * vmax)) * (height - pad.top - pad.bottom);
     ctx.font = "10px DejaVu Sans, sans-serif";
