@@ -256,7 +256,7 @@ def test_a_client_that_never_reads_blocks_neither_the_engine_nor_other_clients_a
             replay_s = time.monotonic() - began
             status = httpx.get(url + "/api/status").json()
         hub = app.state.hub
-        stalled_outbox = next(c for c in hub._clients if len(c) > 0 or c.dropped > 0)
+        stalled_outbox = max(hub._clients, key=lambda c: c.dropped)  # the reader may drop a few too, never as many
         assert stalled_outbox.dropped > 100 and len(stalled_outbox) <= 64
         assert status["status"]["dropped_frames"] >= stalled_outbox.dropped and status["clients"] == 2
         # the reading client kept every frame that must not be lost: each final candle arrived (or a resync had it)

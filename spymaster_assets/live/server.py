@@ -216,13 +216,14 @@ class LiveHub:
             worker = threading.Thread(target=self._run, args=(generation, session, speed, start), daemon=True,
                                       name=f"replay-{session}-{generation}")
             self._workers = [w for w in self._workers if w.is_alive()] + [worker]
-        worker.start()
+            worker.start()  # under the lock: stop() never sees a worker it cannot join
 
     def stop(self) -> None:
         with self._lock:
             self._generation += 1
             self.state.running = False
-        for worker in self._workers:
+            workers = list(self._workers)
+        for worker in workers:
             worker.join(JOIN_TIMEOUT_S)
 
     def _run(self, generation: int, session: dt.date, speed: float, start: dt.time) -> None:
