@@ -8,7 +8,7 @@ DEV_PORT ?= 3070
 MLFLOW_PORT ?= 5070
 HOME_DIR := $(or $(SPYMASTER_HOME),$(CURDIR)/.spymaster)
 
-.PHONY: setup demo test bench dev mlflow clean
+.PHONY: setup demo test bench dev mlflow clean vendor
 
 # setup also prepares the dbt manifest once (definitions read it at import; nothing re-parses it per load).
 setup:
@@ -35,6 +35,10 @@ dev: setup
 	mkdir -p $(HOME_DIR)/dagster && cp -n dagster.yaml $(HOME_DIR)/dagster/ || true
 	@cmp -s dagster.yaml $(HOME_DIR)/dagster/dagster.yaml || echo "note: $(HOME_DIR)/dagster/dagster.yaml differs from ./dagster.yaml (the instance uses the former; copy the template over it to update)"
 	SPYMASTER_HOME=$(HOME_DIR) DAGSTER_HOME=$(HOME_DIR)/dagster $(UV) run dg dev --host 127.0.0.1 --port $(DEV_PORT)
+
+# vendor re-fetches the dashboard's pinned JS (lightweight-charts) from npm into live/static/vendor; the result is committed.
+vendor:
+	bash scripts/vendor_js.sh
 
 clean:
 	rm -rf .spymaster .pytest_cache
