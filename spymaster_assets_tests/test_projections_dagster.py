@@ -22,6 +22,7 @@ from spymaster_assets.ml.training import retrain_session
 from spymaster_assets.resources import LakeResource, MlflowResource, PipelineSettings
 from spymaster_assets_tests.helpers import RANGE_END, RANGE_START
 
+pytestmark = pytest.mark.slow
 SESSIONS = trading_sessions(dt.date(2024, 12, 2), dt.date(2024, 12, 13))
 BAR_NS = 30_000_000_000
 BARS = 80
