@@ -349,7 +349,8 @@ def projection_png(store: Lake, path: Path, session: str | None = None, level_ki
 
     from ..lib.calendar import ns_to_et
 
-    with_rows = [d for d in store.partitions(LAYER, PROJECTIONS_TABLE) if store.read(LAYER, PROJECTIONS_TABLE, d).height]
+    with_rows = [d for d in store.partitions(LAYER, PROJECTIONS_TABLE)
+                 if store.scan(LAYER, PROJECTIONS_TABLE, d).select(pl.len()).collect().item()]
     session = session or with_rows[-1]
     streams = store.read("gold", "streams", session)
     if level_kind is None:
