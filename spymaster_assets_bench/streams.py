@@ -114,7 +114,7 @@ def main() -> None:
               f"p99 {latency['p99_ms']:.2f} ms (target ≤ {INFERENCE_TARGET_MS:.0f} ms: "
               f"{latency['p99_ms'] / INFERENCE_TARGET_MS:.2f}× of it), max {latency['max_ms']:.2f} ms")
 
-    report, _ = evaluation_report(lake)
+    report = evaluation_report(lake)
     if not report["sessions"]:
         print(f"\n3. projection quality: {report['note']}")
     else:

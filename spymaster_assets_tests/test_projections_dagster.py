@@ -167,7 +167,7 @@ def test_evaluation_scores_held_out_sessions_only(home):
     assert M.scored_forecasts(lake, leaked_day.isoformat()).height > 0
     lake.write_frame("ml", "projections", leaked_day, leaked)
     assert M.scored_forecasts(lake, leaked_day.isoformat()).height == 0
-    assert M.evaluation_report(lake)[0]["sessions"] == len(served) - 1
+    assert M.evaluation_report(lake)["sessions"] == len(served) - 1
 
 
 def test_streams_cli_prints_the_projection_band(home, monkeypatch):

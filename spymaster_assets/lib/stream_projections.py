@@ -382,35 +382,57 @@ def realised_paths(streams: pl.DataFrame, stream: str) -> pl.DataFrame:
                       for h in range(1, HORIZON + 1)])
 
 
-def _r2(actual: np.ndarray, predicted: np.ndarray) -> float | None:
-    total = ((actual - actual.mean()) ** 2).sum()
-    return None if actual.size < 2 or total == 0 else float(1.0 - ((actual - predicted) ** 2).sum() / total)
+def path_sums(scored: pl.DataFrame, by: tuple[str, ...] = ("stream",)) -> pl.DataFrame:
+    """Additive sufficient statistics of forecasts joined with their realised values (columns
+    value_now, q10, q50, q90, realised, horizon), per `by` and horizon: sessions are summed one at a
+    time and combined (`path_metrics_from_sums`), so an evaluation never holds every forecast."""
+    change, predicted = pl.col("realised") - pl.col("value_now"), pl.col("q50") - pl.col("value_now")
+    return scored.group_by([*by, "horizon"]).agg(
+        n=pl.len(),
+        sum_y=pl.col("realised").sum(), sum_y2=(pl.col("realised") ** 2).sum(),
+        sum_dy=change.sum(), sum_dy2=(change ** 2).sum(),
+        sse=((pl.col("realised") - pl.col("q50")) ** 2).sum(), sse_flat=(change ** 2).sum(),
+        sse_change=((change - predicted) ** 2).sum(),
+        abs_err=(pl.col("realised") - pl.col("q50")).abs().sum(), abs_err_flat=change.abs().sum(),
+        inside=pl.col("realised").is_between(pl.col("q10"), pl.col("q90")).sum(),
+        width=(pl.col("q90") - pl.col("q10")).sum(),
+    )
+
+
+def _r2(sse: float, n: float, total: float, squares: float) -> float | None:
+    """1 − SSE / SS_tot, SS_tot = Σy² − (Σy)²/n."""
+    ss_tot = squares - total * total / n if n else 0.0
+    return None if n < 2 or ss_tot <= 0 else float(1.0 - sse / ss_tot)
+
+
+def path_metrics_from_sums(sums: pl.DataFrame) -> dict:
+    """Path R² of the q50 path and of the flat forecast (the value now held), on levels and on changes
+    from now; endpoint (h = HORIZON) MAE of both; q10–q90 coverage, pooled and per horizon."""
+    if sums.height == 0 or sums["n"].sum() == 0:
+        return {"n_points": 0}
+    stats = [c for c in sums.columns if c not in ("stream", "session", "horizon")]
+    by_h = sums.group_by("horizon").agg(pl.col(stats).sum()).sort("horizon")
+    t = by_h.drop("horizon").sum().row(0, named=True)
+    end = by_h.filter(pl.col("horizon") == HORIZON)
+    end = end.row(0, named=True) if end.height else None
+    return {
+        "n_points": int(t["n"]),
+        "n_forecasts": int(end["n"]) if end else 0,
+        "path_r2": _r2(t["sse"], t["n"], t["sum_y"], t["sum_y2"]),
+        "path_r2_flat": _r2(t["sse_flat"], t["n"], t["sum_y"], t["sum_y2"]),
+        "change_r2": _r2(t["sse_change"], t["n"], t["sum_dy"], t["sum_dy2"]),
+        "change_r2_flat": _r2(t["sum_dy2"], t["n"], t["sum_dy"], t["sum_dy2"]),
+        "endpoint_mae": end["abs_err"] / end["n"] if end else None,
+        "endpoint_mae_flat": end["abs_err_flat"] / end["n"] if end else None,
+        "coverage_q10_q90": t["inside"] / t["n"],
+        "coverage_by_horizon": {int(r["horizon"]): r["inside"] / r["n"] for r in by_h.iter_rows(named=True)},
+        "mean_band_width": t["width"] / t["n"],
+    }
 
 
 def path_metrics(scored: pl.DataFrame) -> dict:
-    """Quality of forecasts joined with their realised values (columns value_now, q10, q50, q90,
-    realised, horizon): path R² of the q50 path and of the flat forecast (the value now held),
-    on levels and on changes from now; endpoint (h = HORIZON) MAE of both; q10–q90 coverage,
-    pooled and per horizon."""
-    if scored.height == 0:
-        return {"n_points": 0}
-    actual, median, flat = (scored[c].to_numpy() for c in ("realised", "q50", "value_now"))
-    inside = scored.select(pl.col("realised").is_between(pl.col("q10"), pl.col("q90")).alias("inside"), "horizon")
-    end = scored.filter(pl.col("horizon") == HORIZON)
-    by_h = inside.group_by("horizon").agg(pl.col("inside").mean()).sort("horizon")
-    return {
-        "n_points": scored.height,
-        "n_forecasts": end.height,
-        "path_r2": _r2(actual, median),
-        "path_r2_flat": _r2(actual, flat),
-        "change_r2": _r2(actual - flat, median - flat),
-        "change_r2_flat": _r2(actual - flat, np.zeros_like(flat)),
-        "endpoint_mae": float((end["realised"] - end["q50"]).abs().mean()) if end.height else None,
-        "endpoint_mae_flat": float((end["realised"] - end["value_now"]).abs().mean()) if end.height else None,
-        "coverage_q10_q90": float(inside["inside"].mean()),
-        "coverage_by_horizon": {int(h): float(c) for h, c in by_h.iter_rows()},
-        "mean_band_width": float((scored["q90"] - scored["q10"]).mean()),
-    }
+    """`path_metrics_from_sums` of one frame of scored forecasts."""
+    return path_metrics_from_sums(path_sums(scored, by=()))
 
 
 def session_split(samples: pl.DataFrame, holdout_sessions: int) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -29,8 +29,8 @@ from ..lake import Lake, write_json_atomic
 from ..lib.calendar import sessions_before
 from ..lib.mlflow_tracking import AS_OF_TAG, CONFIG_HASH_TAG, PARTITION_TAG, log_retrain, run_ui_command
 from ..lib.stream_projections import (ANCHOR_BARS, HORIZON, PROJECTED_STREAMS, PROJECTION_SCHEMA, QUANTILES,
-                                      ProjectionConfig, ProjectionModels, StreamProjector, band_coverage, path_metrics,
-                                      project, projection_samples, realised_paths, session_split)
+                                      ProjectionConfig, ProjectionModels, StreamProjector, band_coverage, path_metrics_from_sums,
+                                      path_sums, project, projection_samples, realised_paths, session_split)
 from ..partitioned import OWNERS, RangeRun, as_of_deps, blocking_check, session_asset_defaults, session_check, stamp
 from ..resources import LakeResource, MlflowResource, PipelineSettings
 from .training import retrain_session
@@ -321,23 +321,27 @@ def scored_forecasts(store: Lake, session: str) -> pl.DataFrame:
         pl.col("realised").is_not_null())
 
 
-def evaluation_report(store: Lake) -> tuple[dict, pl.DataFrame]:
+def evaluation_report(store: Lake) -> dict:
     """Per stream and pooled: path R², endpoint MAE and q10–q90 coverage of every session's
-    forecasts (each made by models fitted before that session) against the flat forecast."""
-    sessions = [d for d in store.partitions(LAYER, PROJECTIONS_TABLE) if store.has_partition("gold", "streams", d)]
-    scored = [frame for d in sessions if (frame := scored_forecasts(store, d)).height]
-    if not scored:
-        return {"sessions": 0, "note": "no session has projections from earlier models yet"}, pl.DataFrame()
-    everything = pl.concat(scored)
-    report = {
-        "sessions": everything["session"].n_unique(),
-        "first_session": str(everything["session"].min()), "last_session": str(everything["session"].max()),
+    forecasts (each made by models fitted before that session) against the flat forecast. Sessions
+    are scored one at a time and only their sums kept: memory does not grow with history."""
+    sums, first, last = [], None, None
+    for day in [d for d in store.partitions(LAYER, PROJECTIONS_TABLE) if store.has_partition("gold", "streams", d)]:
+        scored = scored_forecasts(store, day)
+        if scored.height:
+            sums.append(path_sums(scored))
+            first, last = first or day, day
+    if not sums:
+        return {"sessions": 0, "note": "no session has projections from earlier models yet"}
+    everything = pl.concat(sums)
+    return {
+        "sessions": len(sums), "first_session": first, "last_session": last,
         "held_out": "each session is forecast by models fitted on earlier sessions only (ml/projection_models as of it)",
         "horizon_bars": HORIZON, "target_coverage": "0.80 (q10–q90)",
-        "pooled": path_metrics(everything),
-        "by_stream": {stream: path_metrics(group) for (stream,), group in everything.group_by("stream", maintain_order=True)},
+        "pooled": path_metrics_from_sums(everything),
+        "by_stream": {stream: path_metrics_from_sums(group)
+                      for (stream,), group in everything.group_by("stream", maintain_order=True)},
     }
-    return report, everything
 
 
 def projection_png(store: Lake, path: Path, session: str | None = None, level_kind: str | None = None,
@@ -398,7 +402,7 @@ def projection_evaluation(context: dg.AssetExecutionContext, lake: LakeResource)
     of realised values inside the q10–q90 band (target 0.8), per horizon; plus a PNG of one
     session's streams with the projection bands."""
     store = lake.lake()
-    report, _ = evaluation_report(store)
+    report = evaluation_report(store)
     out = store.root / "reports" / "projection_evaluation"
     out.mkdir(parents=True, exist_ok=True)
     meta = {"sessions": report["sessions"]}
