@@ -374,10 +374,11 @@ def projection_png(store: Lake, path: Path, session: str | None = None, level_ki
     projected.plot(clock, rows[stream].to_list(), color="black", linewidth=1, label=f"{stream} realised")
     for i, t in enumerate(made_at.to_list()):
         fan = forecasts.filter(pl.col("t_ns") == t).sort("horizon")
-        times = [ns_to_et(t + h * bar_ns) for h in fan["horizon"].to_list()]
-        projected.fill_between(times, fan["q10"].to_list(), fan["q90"].to_list(), color="tab:blue", alpha=0.25,
-                               label="q10–q90" if i == 0 else None)
-        projected.plot(times, fan["q50"].to_list(), color="tab:blue", linewidth=1, linestyle="--",
+        times = [ns_to_et(t + h * bar_ns) for h in [0, *fan["horizon"].to_list()]]  # from the value now
+        now = [fan["value_now"][0]]
+        projected.fill_between(times, now + fan["q10"].to_list(), now + fan["q90"].to_list(), color="tab:blue",
+                               alpha=0.25, label="q10–q90" if i == 0 else None)
+        projected.plot(times, now + fan["q50"].to_list(), color="tab:blue", linewidth=1, linestyle="--",
                        label="q50" if i == 0 else None)
     for ax in (canon, projected):
         ax.set_ylim(-1.05, 1.05)
