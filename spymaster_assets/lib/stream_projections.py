@@ -68,25 +68,30 @@ def _group_columns(frame: pl.DataFrame) -> list[str]:
     return [c for c in ("session", "level_kind") if c in frame.columns]
 
 
-def in_path_order(streams: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
-    """The rows sorted by path and time, and each row's path id (consecutive integers)."""
-    by = _group_columns(streams)
-    ordered = streams.sort([*by, "t_ns"])
-    starts = np.zeros(ordered.height, dtype=bool)
+def path_order(streams: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The row order by path and time, and each ordered row's path id (consecutive integers).
+    numpy only: a live update must not wait on polars' thread pool (ms under CPU contention)."""
+    codes = [np.unique(streams.get_column(c).to_numpy(), return_inverse=True)[1].reshape(-1)
+             for c in _group_columns(streams)]
+    order = np.lexsort([streams.get_column("t_ns").to_numpy(), *reversed(codes)])
+    starts = np.zeros(order.size, dtype=bool)
     starts[:1] = True
-    for column in by:
-        values = ordered[column].to_numpy()
-        starts[1:] |= values[1:] != values[:-1]
-    return ordered, np.cumsum(starts) - 1
+    for code in codes:
+        ordered = code[order]
+        starts[1:] |= ordered[1:] != ordered[:-1]
+    return order, np.cumsum(starts) - 1
 
 
-def stream_columns(ordered: pl.DataFrame, streams: list[str] | None = None) -> dict[str, np.ndarray]:
-    """The stream columns the features of `streams` read (default: every stream column), with
-    their `_smooth`, as float arrays, NaN for null: one conversion per call."""
-    wanted = None if streams is None else {*streams, *[f"{s}_smooth" for s in streams], *CONTEXT_STREAMS}
-    names = [c for c in ordered.columns if c.startswith("sigma_") and (wanted is None or c in wanted)]
-    matrix = ordered.select([pl.col(c).cast(pl.Float64).fill_null(np.nan) for c in names]).to_numpy()
-    return {name: matrix[:, i] for i, name in enumerate(names)}
+def stream_columns(streams: pl.DataFrame, order: np.ndarray, wanted: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The stream columns the features of the `wanted` streams read (default: every stream column),
+    with their `_smooth`, as float arrays in `order`, NaN for null."""
+    keep = None if wanted is None else {*wanted, *[f"{s}_smooth" for s in wanted], *CONTEXT_STREAMS}
+    return {c: streams.get_column(c).to_numpy().astype(np.float64, copy=False)[order] for c in streams.columns
+            if c.startswith("sigma_") and (keep is None or c in keep)}
+
+
+def key_columns(streams: pl.DataFrame, order: np.ndarray) -> dict[str, np.ndarray]:
+    return {c: streams.get_column(c).to_numpy()[order] for c in ("session", "t_ns", "level_kind") if c in streams.columns}
 
 
 def _shift(values: np.ndarray, path: np.ndarray, k: int) -> np.ndarray:
@@ -130,11 +135,11 @@ def feature_matrix(columns: dict[str, np.ndarray], path: np.ndarray, stream: str
 def projection_samples(streams: pl.DataFrame, stream: str, with_targets: bool = True) -> pl.DataFrame:
     """One row per (session, level, bar) with a full lookback (and, for training, a full horizon):
     features from bars ≤ t, targets `target_h{h}` = value at t + h − value at t."""
-    ordered, path = in_path_order(streams)
-    columns = stream_columns(ordered, [stream])
+    order, path = path_order(streams)
+    columns = stream_columns(streams, order, [stream])
     X, keep = feature_matrix(columns, path, stream)
     keys = ["session", "level_kind", "t_ns"]
-    parts = [ordered.select([c for c in keys if c in ordered.columns]),
+    parts = [streams.select([c for c in keys if c in streams.columns])[order],
              pl.DataFrame(X, schema=feature_names(stream), orient="row")]
     if with_targets:
         own = columns[stream]
@@ -340,9 +345,9 @@ def project(models: ProjectionModels, history: pl.DataFrame, latest_only: bool =
     schema = {k: v for k, v in PROJECTION_SCHEMA.items() if k != "session" or "session" in history.columns}
     if history.height == 0 or not models:
         return pl.DataFrame(schema=schema)
-    ordered, path = in_path_order(history)
-    columns = stream_columns(ordered, models.streams)
-    wanted = np.append(path[1:] != path[:-1], True) if latest_only else np.ones(ordered.height, dtype=bool)
+    order, path = path_order(history)
+    columns = stream_columns(history, order, models.streams)
+    wanted = np.append(path[1:] != path[:-1], True) if latest_only else np.ones(order.size, dtype=bool)
     blocks = [feature_matrix(columns, path, stream) for stream in models.streams]
     complete = np.column_stack([ok & wanted for _, ok in blocks])  # [rows, stream]
     rows = np.flatnonzero(complete.any(axis=1))
@@ -350,7 +355,7 @@ def project(models: ProjectionModels, history: pl.DataFrame, latest_only: bool =
         return pl.DataFrame(schema=schema)
     X = np.hstack([features[rows] for features, _ in blocks])
     anchors = models.anchors_of(X)
-    keys = {c: ordered[c].to_numpy() for c in ("session", "t_ns", "level_kind") if c in ordered.columns}
+    keys = key_columns(history, order)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in schema}
     for j, stream in enumerate(models.streams):
         mine = np.flatnonzero(complete[rows, j])  # positions in `rows`
@@ -366,7 +371,7 @@ def project(models: ProjectionModels, history: pl.DataFrame, latest_only: bool =
         parts["value_now"].append(np.repeat(now, HORIZON))
         for i, name in enumerate(BAND_COLUMNS):
             parts[name].append(paths[:, i, :].reshape(-1))
-    return pl.DataFrame({name: np.concatenate(values) for name, values in parts.items()}).cast(schema)
+    return pl.DataFrame([pl.Series(name, np.concatenate(values), dtype=schema[name]) for name, values in parts.items()])
 
 
 # --- evaluation (FORWARD-LOOKING: reports only) ------------------------------------------------
@@ -374,9 +379,9 @@ def project(models: ProjectionModels, history: pl.DataFrame, latest_only: bool =
 def realised_paths(streams: pl.DataFrame, stream: str) -> pl.DataFrame:
     """The stream's realised value h = 1…HORIZON bars after each (session, level, bar), in the
     same bar indexing as the training targets; null past the end of the path."""
-    ordered, path = in_path_order(streams)
-    own = stream_columns(ordered, [stream])[stream]
-    keys = ordered.select([c for c in ("session", "t_ns", "level_kind") if c in ordered.columns])
+    order, path = path_order(streams)
+    own = stream_columns(streams, order, [stream])[stream]
+    keys = streams.select([c for c in ("session", "t_ns", "level_kind") if c in streams.columns])[order]
     return pl.concat([keys.with_columns(stream=pl.lit(stream), horizon=pl.lit(h, pl.Int8),
                                         realised=pl.Series(_shift(own, path, -h)).fill_nan(None))
                       for h in range(1, HORIZON + 1)])
