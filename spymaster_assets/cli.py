@@ -77,6 +77,7 @@ def demo(start: dt.datetime, n_sessions: int, scale: str, seed: int) -> None:
         click.echo(f"  failed: {', '.join(failed)} (the other sessions were built; see the runs in the UI)", err=True)
     _print_summary(home, sessions)
     _print_demo_query(home, sessions[-1])
+    _print_demo_streams(home, sessions[-1])
     click.echo(
         "\nOpen the Dagster UI on the same data:\n"
         f"  SPYMASTER_HOME={home} DAGSTER_HOME={home / 'dagster'} "
@@ -212,6 +213,20 @@ def _print_demo_query(home: Path, session: dt.date) -> None:
     print_answer(full_answer(lake, session, clock, event["level_kind"], neighbours=5))
 
 
+def _print_demo_streams(home: Path, session: dt.date) -> None:
+    """One level's streams and projection from the demo data: the last session's level longest in approach."""
+    from .gold.streams import demo_streams_level, streams_answer
+    from .lake import Lake
+
+    lake = Lake(home / "lake")
+    if not lake.has_partition("gold", "streams", session):
+        return
+    level_kind, clock = demo_streams_level(lake, session)
+    click.echo(f"\nStreams and projection from the demo data (`spymaster streams --date {session} --level {level_kind} "
+               f"--at {clock:%H:%M}`):")
+    print_streams(streams_answer(lake, session, level_kind, clock))
+
+
 def full_answer(lake, session: dt.date, clock: dt.time, level_kind: str, neighbours: int) -> dict:
     """Retrieval (as of the session) plus the session's own model (as of the session), if it was built."""
     from .gold.as_of import query_answer
@@ -303,10 +318,11 @@ def query(session: dt.datetime, clock: dt.datetime, level_kind: str, neighbours:
 @click.option("--rows", type=int, default=6, show_default=True, help="stream bars to show, up to --at")
 @click.option("--json", "as_json", is_flag=True, help="print as JSON")
 def streams(session: dt.datetime, level_kind: str, clock: dt.datetime | None, rows: int, as_json: bool) -> None:
-    """Pentaview stream bars of a level up to a time, its active alerts, and the exit score for LONG and SHORT."""
+    """Pentaview stream bars of a level up to a time, its active alerts, the exit score for LONG and SHORT,
+    and the projection of the streams' next 10 bars with its q10–q90 band."""
     import json
 
-    from .gold.streams import STREAM_VIEW_COLUMNS, streams_answer
+    from .gold.streams import streams_answer
     from .lake import Lake
 
     lake = Lake(spymaster_home() / "lake")
@@ -316,8 +332,15 @@ def streams(session: dt.datetime, level_kind: str, clock: dt.datetime | None, ro
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(answer, indent=2, default=str))
-        return
-    click.echo(f"{answer['session']} {answer['time_et']} ET: {level_kind} {answer['level_price']:.2f}, spot {answer['spot']:.2f} "
+    else:
+        print_streams(answer)
+
+
+def print_streams(answer: dict) -> None:
+    """Stream bars, alerts, exit scores and the projection of one level, the way a trader reads them."""
+    from .gold.streams import STREAM_VIEW_COLUMNS
+
+    click.echo(f"{answer['session']} {answer['time_et']} ET: {answer['level_kind']} {answer['level_price']:.2f}, spot {answer['spot']:.2f} "
                f"(d {answer['d_atr']:+.2f} ATR, {answer['direction']}, tier {answer['tier']})")
     click.echo("  time      " + " ".join(f"{c.removeprefix('sigma_'):>9}" for c in STREAM_VIEW_COLUMNS))
     for bar in answer["bars"]:
@@ -329,6 +352,18 @@ def streams(session: dt.datetime, level_kind: str, clock: dt.datetime | None, ro
     for side, score in answer["exit"].items():
         value = "—" if score["score"] is None else f"{score['score']:+.3f}"
         click.echo(f"  exit {side:<5}: {score['action'] or 'no advice (no streams)'}  score {value}")
+    projection = answer.get("projection")
+    if projection is None:
+        click.echo("  projection: (ml/projections not built for this session)")
+    elif "streams" not in projection:
+        click.echo(f"  projection: none ({projection['note']})")
+    else:
+        click.echo(f"  projection (models as of {projection['model_as_of']}, trained to {projection['trained_on_last']}), "
+                   "q50 [q10, q90] after 1 / 5 / 10 bars of 30 s:")
+        for stream, band in projection["streams"].items():
+            cells = "  ".join(f"{band['q50'][h - 1]:+.2f} [{band['q10'][h - 1]:+.2f}, {band['q90'][h - 1]:+.2f}]"
+                              for h in (1, 5, 10))
+            click.echo(f"    {stream:<8} now {band['now']:+.2f}  →  {cells}")
 
 
 @main.command()

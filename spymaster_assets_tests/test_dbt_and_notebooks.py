@@ -71,9 +71,10 @@ def test_marts_wiring():
     upstream = {key for deps in marts_dbt.asset_deps.values() for key in deps} - set(marts_dbt.keys)
     assert {dg.AssetKey(k) for k in (["silver", "events"], ["silver", "labels"], ["silver", "levels"],
                                       ["gold", "episodes"], ["bronze", "front_month_contract"],
-                                      ["reports", "retrieval_evaluation"], ["ml", "break_predictions"])} <= upstream
+                                      ["reports", "retrieval_evaluation"], ["ml", "break_predictions"],
+                                      ["ml", "projections"])} <= upstream
     staging = [key for key in marts_dbt.keys if key.path[0] == "staging"]
-    assert len(staging) == 8 and all(LAKE_VIEWS_KEY in marts_dbt.asset_deps[key] for key in staging)
+    assert len(staging) == 9 and all(LAKE_VIEWS_KEY in marts_dbt.asset_deps[key] for key in staging)
     assert {dg.AssetKey(["marts", m]) for m in ("daily_level_stats", "outcomes_by_segment", "retrieval_calibration",
                                                  "model_performance_by_fold")} <= set(marts_dbt.keys)
     assert set(marts_dbt.group_names_by_key.values()) == {"marts"}

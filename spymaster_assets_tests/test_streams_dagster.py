@@ -9,10 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from spymaster_assets.cli import main as cli
-from spymaster_assets.gold.streams import load_projectors, stream_assets, stream_report_assets
+from spymaster_assets.gold.streams import stream_assets, stream_report_assets
 from spymaster_assets.lake import Lake
 from spymaster_assets.lib.stream_alerts import ALERT_NAMES
 from spymaster_assets.lib.streams import STREAM_COLUMNS, streams_schema
+from spymaster_assets.ml import projections as M
 from spymaster_assets_tests.conftest import SYNTHETIC_SESSIONS
 from spymaster_assets_tests.helpers import RANGE_END, RANGE_START, resources_for
 
@@ -53,10 +54,12 @@ def test_three_assets_materialize_over_the_range_and_report(synthetic_home, lake
     assert set(alerts["alert"].unique().to_list()) <= set(ALERT_NAMES) and alerts["onset"].sum() > 0
     assert alerts["confidence"].is_between(0.0, 1.0).all()
 
-    # Projections as of the second session: one earlier session is too little history, and it says so.
-    meta = json.loads((lake.partition_dir("gold", "stream_projection_models", SECOND) / "meta.json").read_text())
-    assert meta["fitted_on_sessions"] == [FIRST] and meta["streams"] == [] and "insufficient history" in meta["note"]
-    assert load_projectors(lake, SECOND) == {}
+    # Projections as of the second session (built by the whole graph's run): its retrain day has too
+    # little history, and the models and the empty projections say so.
+    meta = M.read_meta(lake, SECOND)
+    assert meta["status"] == M.NOT_ENOUGH_HISTORY and meta["streams"] == [] and "insufficient history" in meta["note"]
+    assert not M.load_projectors(lake, SECOND)
+    assert lake.read("ml", "projections", SECOND).height == 0
 
     report = json.loads((lake.root / "reports" / "stream_alerts" / "report.json").read_text())
     assert report["sessions"] == 2 and {a["alert"] for a in report["alerts"]} == set(ALERT_NAMES)
@@ -77,6 +80,7 @@ def test_streams_cli_prints_bars_alerts_and_exit(synthetic_home, lake, monkeypat
     assert answer["exit"]["LONG"]["action"] in ("HOLD_ADD", "HOLD_TRAIL", "REDUCE", "EXIT")
     text = runner.invoke(cli, ["streams", "--date", SECOND, "--level", "PM_HIGH", "--at", "10:30"])
     assert text.exit_code == 0 and "exit LONG" in text.output and "alerts:" in text.output
+    assert "projection: none (insufficient history" in text.output
     early = runner.invoke(cli, ["streams", "--date", SECOND, "--level", "OR_HIGH", "--at", "09:31"])
     assert early.exit_code != 0 and "OR_HIGH has no stream bar" in early.output
 
@@ -84,4 +88,4 @@ def test_streams_cli_prints_bars_alerts_and_exit(synthetic_home, lake, monkeypat
 def test_lake_views_include_streams_and_alerts(synthetic_home):
     with duckdb.connect(str(synthetic_home / "warehouse.duckdb"), read_only=True) as con:
         views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
-    assert {"gold_streams", "gold_alerts", "gold_stream_normalization"} <= views
+    assert {"gold_streams", "gold_alerts", "gold_stream_normalization", "ml_projections"} <= views

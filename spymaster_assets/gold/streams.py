@@ -2,6 +2,7 @@
 
 gold/stream_normalization (as of D) ─► gold/streams (D) ─► gold/alerts (D) ─► reports/stream_alerts
 silver/state (sessions before D) ──┘   silver/state (D) ─┘
+Projections of the streams (models as of D, D's forecasts, their evaluation): ml/projections.py.
 """
 
 import datetime as dt
@@ -13,8 +14,6 @@ from ..lake import Lake, write_json_atomic
 from ..lib.calendar import sessions_before
 from ..lib.stream_alerts import (ALERTS_SCHEMA, ALERTS_SCHEMA_VERSION, OUTCOME_BARS, OUTCOME_MOVE_ATR, alert_hit_rates,
                                  compute_alerts, exit_action_outcomes, forward_moves)
-from ..lib.stream_projections import (ANCHOR_BARS, PROJECTED_STREAMS, QUANTILES, ProjectionConfig, StreamProjector,
-                                      band_coverage, projection_samples, session_split)
 from ..lib.streams import (NORMALIZATION_SESSIONS, STREAM_STATS_SCHEMA, STREAMS_SCHEMA_VERSION, compute_streams,
                            fit_stream_stats, normalized_features, stream_registry, streams_schema)
 from ..partitioned import OWNERS, RangeRun, as_of_deps, session_asset_defaults, session_check, stamp
@@ -28,7 +27,6 @@ NORMALIZATION = dg.AssetKey(["gold", "stream_normalization"])
 STREAMS = dg.AssetKey(["gold", "streams"])
 ALERTS = dg.AssetKey(["gold", "alerts"])
 REPORT = dg.AssetKey(["reports", "stream_alerts"])
-PROJECTIONS = dg.AssetKey(["gold", "stream_projection_models"])
 STREAMS_BOUNDED = "STREAMS_BOUNDED"
 
 
@@ -154,22 +152,8 @@ def stream_alerts_report(store: Lake) -> dict:
                             "the alert could be computed"},
         "alerts": alert_hit_rates(streams, alerts, moves),
         "exit_actions": exit_action_outcomes(streams, moves),
-        "projections": latest_projection_coverage(store),
         "registry": stream_registry(),
     }
-
-
-def latest_projection_coverage(store: Lake) -> dict | None:
-    """q10–q90 band coverage on held-out sessions of the newest as-of projection models."""
-    import json
-
-    for day in reversed(store.partitions("gold", "stream_projection_models")):
-        meta_path = store.partition_dir("gold", "stream_projection_models", day) / PROJECTION_META
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        if meta.get("coverage"):
-            return {"as_of": day, "fitted_on": [meta["fitted_on_sessions"][0], meta["fitted_on_sessions"][-1]],
-                    "coverage": meta["coverage"]}
-    return None
 
 
 def streams_png(store: Lake, path, session: str | None = None, level_kind: str | None = None):
@@ -233,97 +217,7 @@ def stream_alerts(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
     return dg.MaterializeResult(metadata=meta)
 
 
-PROJECTION_SESSIONS = 20  # trailing window of gold/streams, strictly before the date
-PROJECTION_HOLDOUT = 3  # the window's last sessions validate (band coverage); the earlier ones train
-PROJECTION_MIN_SESSIONS = PROJECTION_HOLDOUT + 2
-PROJECTION_META = "meta.json"
-
-
-def streams_history(store: Lake, session: dt.date, cache: dict[dt.date, pl.DataFrame]) -> tuple[pl.DataFrame, list[dt.date]]:
-    present = [d for d in sessions_before(session, PROJECTION_SESSIONS) if store.has_partition("gold", "streams", d)]
-    for day in present:
-        if day not in cache:
-            cache[day] = store.read("gold", "streams", day)
-    return (pl.concat([cache[d] for d in present], how="vertical_relaxed") if present else pl.DataFrame()), present
-
-
-def model_file(stream: str, anchor: int, quantile: float) -> str:
-    return f"{stream}_h{anchor}_q{int(round(quantile * 100)):02d}.txt"
-
-
-def load_projectors(store: Lake, session: dt.date | str) -> dict[str, StreamProjector]:
-    """The projection models serving `session` (fitted on earlier sessions); {} when history was too short."""
-    import json
-
-    import lightgbm as lgb
-
-    folder = store.partition_dir("gold", "stream_projection_models", session)
-    meta = json.loads((folder / PROJECTION_META).read_text())
-    return {stream: StreamProjector(stream, {(h, q): lgb.Booster(model_file=str(folder / model_file(stream, h, q)))
-                                             for h in ANCHOR_BARS for q in QUANTILES})
-            for stream in meta.get("streams", [])}
-
-
-@dg.asset(
-    key=PROJECTIONS,
-    deps=as_of_deps(STREAMS),
-    kinds={"lightgbm"},
-    check_specs=[session_check(TRAILING_WINDOW_STRICTLY_BEFORE, asset=PROJECTIONS, blocking=True,
-                                   description="Projection models were fitted only on sessions strictly before the date")],
-    **GOLD,
-)
-def stream_projection_models(context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings) -> dg.MaterializeResult:
-    """Per projected stream, LightGBM q10/q50/q90 models of its change 2, 5 and 10 bars ahead, fitted
-    as of the date on the 20 earlier sessions' streams (the last 3 held out by session to measure
-    the q10–q90 band's coverage); fewer than 5 earlier sessions: no models, said so."""
-    import json
-
-    store = lake.lake()
-    run = RangeRun(context)
-    cache: dict[dt.date, pl.DataFrame] = {}
-
-    def build(session: dt.date):
-        history, used = streams_history(store, session, cache)
-        staging = store.staging_dir("gold", "stream_projection_models", session)
-        meta = stamp(settings, STREAMS_SCHEMA_VERSION) | {
-            "as_of": session.isoformat(), "fitted_on_sessions": [d.isoformat() for d in used], "streams": [],
-            "coverage": {}}
-        if len(used) < PROJECTION_MIN_SESSIONS:
-            meta["note"] = f"insufficient history: {len(used)} earlier sessions with streams, {PROJECTION_MIN_SESSIONS} needed"
-        else:
-            for stream in [s for s in PROJECTED_STREAMS if s in history.columns]:
-                # Every other bar: neighbouring 30 s bars are near-copies; half the rows, half the cost.
-                samples = projection_samples(history, stream).gather_every(2)
-                if samples["session"].n_unique() < PROJECTION_MIN_SESSIONS:
-                    continue  # e.g. σ_F at a tier without the book: null stream, no samples
-                train, held_out = session_split(samples, PROJECTION_HOLDOUT)
-                projector = StreamProjector.fit(train, stream, ProjectionConfig(n_estimators=60))
-                for (h, q), booster in projector.boosters.items():
-                    booster.save_model(str(staging / model_file(stream, h, q)))
-                meta["streams"].append(stream)
-                meta["coverage"][stream] = band_coverage(projector, held_out)
-        (staging / PROJECTION_META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-        store.publish_dir(staging, "gold", "stream_projection_models", session)
-        for day in [d for d in cache if d not in used]:
-            del cache[day]
-        return {"sessions_used": len(used), "streams": len(meta["streams"]),
-                "coverage_h10": {s: c["coverage_q10_q90"][10] for s, c in meta["coverage"].items()}}
-
-    run.run(build, expected=EXPECTED)
-
-    def late(day: str) -> list[str]:
-        meta = json.loads((store.partition_dir("gold", "stream_projection_models", day) / PROJECTION_META).read_text())
-        return [d for d in meta["fitted_on_sessions"] if d >= day]
-
-    leaks = {day: bad for day in run.per_session if (bad := late(day))}
-    return dg.MaterializeResult(
-        metadata=run.metadata(),
-        check_results=[dg.AssetCheckResult(check_name=TRAILING_WINDOW_STRICTLY_BEFORE, passed=not leaks,
-                                           metadata={"leaks": dg.MetadataValue.json(leaks)})],
-    )
-
-
-stream_assets = [stream_normalization, gold_streams, gold_alerts, stream_projection_models]
+stream_assets = [stream_normalization, gold_streams, gold_alerts]
 stream_report_assets = [stream_alerts]
 
 
@@ -333,9 +227,11 @@ STREAM_VIEW_COLUMNS = ("sigma_m", "sigma_f", "sigma_b", "sigma_d", "sigma_s", "s
 
 def streams_answer(store: Lake, session: dt.date, level_kind: str, at: dt.time | None = None, rows: int = 6) -> dict:
     """The stream bars of one level up to `at` (ET; default the end of the session), the alerts
-    active at the last of them and the exit score for a LONG and a SHORT position. JSON-ready."""
+    active at the last of them, the exit score for a LONG and a SHORT position, and the projection
+    made at that bar (ml/projections; None when not built). JSON-ready."""
     from ..lib.calendar import et_to_ns, ns_to_et
     from ..lib.stream_alerts import exit_score, stream_rows_up_to
+    from ..ml.projections import projection_at  # imports LightGBM: only when asked
 
     streams = store.read("gold", "streams", session)
     at_ns = et_to_ns(session, at) if at is not None else None
@@ -356,4 +252,18 @@ def streams_answer(store: Lake, session: dt.date, level_kind: str, at: dt.time |
                  for r in bars.iter_rows(named=True)],
         "alerts": active if alerts is not None else None,
         "exit": {side: exit_score(last, side) for side in ("LONG", "SHORT")},
+        "projection": projection_at(store, session, level_kind, last["t_ns"]),
     }
+
+
+def demo_streams_level(store: Lake, session: dt.date) -> tuple[str, dt.time]:
+    """A level worth showing and a moment: the level longest in approach that session, at its last
+    bar in approach (to the minute), else the first level at the session's last bar."""
+    from ..lib.calendar import ns_to_et
+
+    streams = store.read("gold", "streams", session, columns=["t_ns", "level_kind", "in_approach"])
+    approach = streams.filter(pl.col("in_approach"))
+    pool = approach if approach.height else streams
+    level = pool.group_by("level_kind").len().sort(["len", "level_kind"])["level_kind"][-1]
+    t_ns = pool.filter(pl.col("level_kind") == level)["t_ns"].max()
+    return level, ns_to_et(t_ns).time().replace(second=0, microsecond=0)
