@@ -340,10 +340,16 @@ QUERY_STATE_FEATURES = ("d_atr", "attempt_index", "approach_velocity", "velocity
                         "ofi_60s", "defending_depth", "wall_ratio_30min", "gex_band_2")
 
 
-def query_answer(store: Lake, session: dt.date, clock: dt.time, level_kind: str, neighbours: int = 10) -> dict:
+def query_answer(store: Lake, session: dt.date, clock: dt.time, level_kind: str, neighbours: int = 10,
+                 as_of: AsOf | None = None) -> dict:
     """The answer to "price is at `level_kind` at `clock` on `session`: what happened next in
     similar past setups?" — the state, the distribution with its interval, effective N, base
-    rates and the nearest neighbours with their outcomes. JSON-serializable."""
+    rates and the nearest neighbours with their outcomes. JSON-serializable.
+
+    When price is outside the level's approach zone at `clock` the answer says so
+    (`near_level` false, `distance_atr`, `note`) and carries no outcome distribution: past
+    setups at the level say nothing about a price that is not near it. `as_of` is the
+    session's `AsOf` when the caller keeps one warm (the query service); else it is loaded."""
     from ..lib.features import registry
 
     setup, row = setup_at(store, session, clock, level_kind)
@@ -362,9 +368,30 @@ def query_answer(store: Lake, session: dt.date, clock: dt.time, level_kind: str,
         "state": {name: {"value": row[name], "meaning": meaning[name]} for name in QUERY_STATE_FEATURES
                   if row.get(name) is not None},
     }
-    result = AsOf(store, session).answer(setup)[0]
+    nearness = level_nearness(row["d_atr"])
+    answer |= nearness
+    if not nearness["near_level"]:
+        return answer | {"retrieval": None, "note": nearness["note"]}
+    result = (as_of or AsOf(store, session)).answer(setup)[0]
     if result is None:
         return answer | {"retrieval": None, "note": "no earlier sessions are indexed for this tier yet"}
     retrieval = result.to_dict()
     retrieval["neighbours"] = retrieval["neighbours"][:neighbours]
     return answer | {"retrieval": retrieval}
+
+
+def level_nearness(d_atr: float | None) -> dict:
+    """Is price inside the level's approach zone (|d_atr| ≤ APPROACH_D_ATR, SPEC §6)? Outside it an
+    anchor cannot happen before price travels that far, so no setup answer applies."""
+    from ..lib.features.context import APPROACH_D_ATR
+
+    if d_atr is None or not np.isfinite(d_atr):
+        return {"near_level": False, "distance_atr": None,
+                "note": "the distance to the level is unknown at this time (no ATR yet): no setup answer"}
+    distance = abs(float(d_atr))
+    if distance <= APPROACH_D_ATR:
+        return {"near_level": True, "distance_atr": distance}
+    side = "above" if d_atr > 0 else "below"
+    return {"near_level": False, "distance_atr": distance,
+            "note": f"price is {distance:.2f} ATR {side} the level, outside its approach zone "
+                    f"(within {APPROACH_D_ATR:g} ATR): no setup answer, since price is not near the level"}
