@@ -22,13 +22,16 @@ from starlette.testclient import TestClient
 
 from spymaster_assets.cli import main as cli
 from spymaster_assets.gold.as_of import (
+    query_anchors,
     query_answer,
+    setup_at,
     write_normalization_stats,
     write_similarity_index,
     write_similarity_metric,
 )
 from spymaster_assets.lake import Lake
-from spymaster_assets.lib.calendar import et_to_ns, trading_sessions
+from spymaster_assets.lib.calendar import et_to_ns, session_window, trading_sessions
+from spymaster_assets.lib.episodes import describe_setups
 from spymaster_assets.lib.features import registry
 from spymaster_assets.lib.features.context import APPROACH_D_ATR
 from spymaster_assets.lib.state import state_schema
@@ -45,19 +48,25 @@ FAR_CLOCK, NEAR_CLOCK = dt.time(9, 31), dt.time(10, 30)
 
 def hand_made_state(session: dt.date) -> pl.DataFrame:
     """PM_HIGH at 5000 with ATR 2: price climbs from 4 ATR below it at 09:30 to 0.2 ATR below at
-    10:30 (30 s grid). At 09:31 it is 3.97 ATR away — outside the 2-ATR approach zone."""
+    10:30 (30 s grid). At 09:31 it is 3.97 ATR away — outside the 2-ATR approach zone. SMA_90 at
+    4995 rides along (its rows make the session's grid hold two levels); other features are noise."""
     grid = np.arange(et_to_ns(session, dt.time(9, 30)), et_to_ns(session, dt.time(10, 30)) + 1, 30 * 10**9)
     n = len(grid)
     d_atr = np.linspace(-4.0, -0.2, n)
+    spot = LEVEL_PRICE + d_atr * ATR
     rng = np.random.default_rng(11)
-    frame = {"session": [session] * n, "t_ns": grid, "level_kind": [LEVEL] * n, "level_price": np.full(n, LEVEL_PRICE),
-             "dir_sign": np.ones(n, dtype=np.int8), "time_bucket": ["T0_15"] * n, "tier": [TIER] * n,
-             "in_approach": np.abs(d_atr) <= APPROACH_D_ATR}
-    for d in registry.all_features():
-        frame[d.name] = rng.normal(size=n) if tier_rank(TIER) >= tier_rank(d.tier) else [None] * n
-    frame |= {"d_atr": d_atr, "atr": np.full(n, ATR), "spot": LEVEL_PRICE + d_atr * ATR,
-              "minutes_since_open": (grid - grid[0]) / 60e9, "attempt_index": np.zeros(n)}
-    return pl.DataFrame(frame).select(list(state_schema())).cast(state_schema())
+    frames = []
+    for kind, price in ((LEVEL, LEVEL_PRICE), ("SMA_90", 4995.0)):
+        level_d_atr = (spot - price) / ATR
+        frame = {"session": [session] * n, "t_ns": grid, "level_kind": [kind] * n, "level_price": np.full(n, price),
+                 "dir_sign": np.where(level_d_atr < 0, 1, -1).astype(np.int8), "time_bucket": ["T0_15"] * n,
+                 "tier": [TIER] * n, "in_approach": np.abs(level_d_atr) <= APPROACH_D_ATR}
+        for d in registry.all_features():
+            frame[d.name] = rng.normal(size=n) if tier_rank(TIER) >= tier_rank(d.tier) else [None] * n
+        frame |= {"d_atr": level_d_atr, "atr": np.full(n, ATR), "spot": spot,
+                  "minutes_since_open": (grid - grid[0]) / 60e9, "attempt_index": np.zeros(n)}
+        frames.append(pl.DataFrame(frame).select(list(state_schema())).cast(state_schema()))
+    return pl.concat(frames).sort("t_ns", "level_kind")
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +100,21 @@ def test_price_far_from_the_level_is_said_not_answered(home):
     near = query_answer(Lake(home / "lake"), SESSION, NEAR_CLOCK, LEVEL)
     assert near["near_level"] is True and near["distance_atr"] == pytest.approx(0.2)
     assert near["retrieval"] is not None and sum(near["retrieval"]["probabilities"].values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("level", [LEVEL, "SMA_90"])
+def test_a_setup_described_with_the_whole_grid_equals_one_described_alone(home, level):
+    from polars.testing import assert_frame_equal
+
+    lake = Lake(home / "lake")
+    state = lake.read("silver", "state", SESSION)
+    for clock in (dt.time(9, 30), dt.time(9, 47), dt.time(10, 30), dt.time(10, 45)):  # 10:45: after the last row
+        at_ns = et_to_ns(SESSION, clock)
+        served, row = setup_at(lake, SESSION, clock, level)
+        rows = state.filter((pl.col("level_kind") == level) & (pl.col("t_ns") <= at_ns)).tail(1)
+        alone = describe_setups(state, query_anchors(rows, SESSION, at_ns), session_window(SESSION).rth_open_ns)
+        assert served.height == 1 and row["t_ns"] == rows["t_ns"][0]
+        assert_frame_equal(served, alone)
 
 
 def test_endpoint_answers_like_the_in_process_query(client, home):

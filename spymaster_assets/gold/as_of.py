@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -308,12 +308,10 @@ def setup_at(store: Lake, session: dt.date, clock: dt.time, level_kind: str) -> 
         known = sorted(state["level_kind"].unique().to_list())
         raise ValueError(f"{level_kind} has no state at or before {clock} on {session} (levels with state: {known})")
     row = rows.row(-1, named=True)
-    direction = "UP" if row["dir_sign"] > 0 else "DOWN"
-    anchor = pl.DataFrame({
-        "event_id": [f"query_{session}_{level_kind}_{at_ns}"], "session": [session], "ts_ns": [at_ns],
-        "level_kind": [level_kind], "level_price": [row["level_price"]], "direction": [direction],
-        "dir_sign": [row["dir_sign"]], "atr": [row["atr"]],
-    }).with_columns(pl.col("dir_sign").cast(pl.Int8))
+    if row["t_ns"] == at_ns:  # a grid time (every HH:MM in the session): described once for all of them
+        setups = grid_setups(store, session, str(store.partition_file("silver", "state", session)))
+        return setups.filter(pl.col("episode_id") == query_anchor_id(session, level_kind, at_ns)), row
+    anchor = query_anchors(rows.tail(1), session, at_ns)
     return describe_setups(state, anchor, session_window(session).rth_open_ns), row
 
 
@@ -395,3 +393,30 @@ def level_nearness(d_atr: float | None) -> dict:
     return {"near_level": False, "distance_atr": distance,
             "note": f"price is {distance:.2f} ATR {side} the level, outside its approach zone "
                     f"(within {APPROACH_D_ATR:g} ATR): no setup answer, since price is not near the level"}
+
+
+def query_anchor_id(session: dt.date, level_kind: str, at_ns: int) -> str:
+    return f"query_{session}_{level_kind}_{at_ns}"
+
+
+def query_anchors(rows: pl.DataFrame, session: dt.date, at_ns: int | pl.Expr) -> pl.DataFrame:
+    """"What if price touched the level now": an anchor per state row, at `at_ns` (a time, or the
+    rows' own `t_ns`), coming from the side the row's dir_sign says."""
+    at = pl.lit(at_ns, dtype=pl.Int64) if isinstance(at_ns, int) else at_ns
+    return rows.select(
+        pl.format("query_{}_{}_{}", pl.lit(session.isoformat()), "level_kind", at).alias("event_id"),
+        pl.lit(session).alias("session"), at.alias("ts_ns"), "level_kind", "level_price",
+        pl.when(pl.col("dir_sign") > 0).then(pl.lit("UP")).otherwise(pl.lit("DOWN")).alias("direction"),
+        pl.col("dir_sign").cast(pl.Int8), "atr",
+    )
+
+
+@lru_cache(maxsize=8)
+def grid_setups(store: Lake, session: dt.date, state_version: str) -> pl.DataFrame:
+    """The setup of a query at every grid time and level of the session, in one `describe_setups`
+    call: it costs about what one setup does (its work is per vector dimension, not per anchor), so a
+    process answering several queries on a session (the query service, or one query that the
+    retrieval and the model both describe) describes it once. `state_version` (the state
+    partition's current file) keys the cache, so a rebuilt state table is described again."""
+    state = store.read("silver", "state", session)
+    return describe_setups(state, query_anchors(state, session, pl.col("t_ns")), session_window(session).rth_open_ns)
