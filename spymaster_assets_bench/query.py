@@ -8,6 +8,12 @@ last session's anchors (time and level of each touch, so the answers are real, n
 - end to end: `spymaster query --server URL` in a fresh process (target ≤ 1 s), and the CLI's
   import time on that path.
 
+Measured 2026-11-29 on the shared 2-core machine at load average ~14, session 2024-12-09 (small),
+33 anchor (time, level) pairs: cold one-shot `spymaster query` p50 78.8 s; `import
+spymaster_assets.cli` (the client path) p50 1.5 s; server start 21 s; first query of a session
+12.1 s; warm HTTP round trip p50 16.1 ms / p99 95.5 ms (server answer p50 10.1 / p99 85.0 ms);
+`spymaster query --server` end to end in a fresh process p50 0.83 s / p99 0.99 s (target ≤ 1 s).
+
     uv run python -m spymaster_assets_bench.query [--home DIR] [--warm 200]
 """
 
