@@ -19,18 +19,28 @@ import click
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 os.environ.setdefault("POLARS_MAX_THREADS", "2")
 
-from .resources import REPO_ROOT, spymaster_home  # noqa: E402
-
 DEMO_START = dt.date(2024, 12, 5)  # ten sessions spanning the ESZ4 → ESH5 roll (2024-12-12)
 DEMO_SESSIONS = 10
 DAGSTER_PORT = 3070
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+QUERY_PORT = 3071  # `spymaster serve`; the CLI finds it through --server / SPYMASTER_SERVER
+LEVEL_CHOICE = click.Choice(["PM_HIGH", "PM_LOW", "OR_HIGH", "OR_LOW", "SMA_90", "EMA_20"])
+
+
+def spymaster_home() -> Path:
+    # Imported here, not at module level: resources imports Dagster (seconds), and `spymaster query
+    # --server` must start in a fraction of a second.
+    from .resources import spymaster_home as home
+
+    return home()
 
 
 def prepare_dagster_home(home: Path) -> Path:
     """A persistent DAGSTER_HOME under the project home, so the UI sees the demo's runs."""
     dagster_home = home / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
+    from .resources import REPO_ROOT
+
     template = REPO_ROOT / "dagster.yaml"
     if not (dagster_home / "dagster.yaml").exists():
         shutil.copy(template, dagster_home / "dagster.yaml")
@@ -227,12 +237,16 @@ def _print_demo_streams(home: Path, session: dt.date) -> None:
     print_streams(streams_answer(lake, session, level_kind, clock))
 
 
-def full_answer(lake, session: dt.date, clock: dt.time, level_kind: str, neighbours: int) -> dict:
-    """Retrieval (as of the session) plus the session's own model (as of the session), if it was built."""
+def full_answer(lake, session: dt.date, clock: dt.time, level_kind: str, neighbours: int, as_of=None) -> dict:
+    """Retrieval (as of the session) plus the session's own model (as of the session), if it was built.
+    Neither when price is not near the level (`near_level` false: the answer says how far it is).
+    `as_of`: the session's warm `AsOf` (the query service keeps one), else loaded here."""
     from .gold.as_of import query_answer
     from .ml.serving import model_answer
 
-    answer = query_answer(lake, session, clock, level_kind, neighbours)
+    answer = query_answer(lake, session, clock, level_kind, neighbours, as_of=as_of)
+    if not answer["near_level"]:
+        return answer
     try:
         answer["model"] = model_answer(lake, session, clock, level_kind)
     except ValueError as exc:  # e.g. a T0 session asked of a T3 model
@@ -245,7 +259,7 @@ def print_answer(answer: dict) -> None:
     click.echo(f"\n{answer['session']} {answer['time_et']} ET: {answer['level_kind']} {answer['level_price']:.2f}, "
                f"spot {answer['spot']:.2f}, approach {answer['direction']} ({answer['time_bucket']}, tier {answer['tier']})")
     for name, item in answer["state"].items():
-        click.echo(f"  {name:<20} {item['value']:>12.3f}  {item['meaning']}")
+        click.echo(f"  {name:<20} {_fixed(item['value'], 3):>12}  {item['meaning']}")
     r = answer.get("retrieval")
     if r is None:
         click.echo(f"  {answer.get('note')}")
@@ -260,8 +274,13 @@ def print_answer(answer: dict) -> None:
     click.echo("  nearest past setups:")
     for n in r["neighbours"]:
         click.echo(f"    {n['session']} {n['level_kind']:<8} {n['direction']:<4} sim {n['similarity']:.2f}  "
-                   f"w {n['weight']:.2f}  → {n['label']:<6} (MFE {n['mfe_atr']:.2f} / MAE {n['mae_atr']:.2f} ATR)")
+                   f"w {n['weight']:.2f}  → {n['label']:<6} (MFE {_fixed(n['mfe_atr'])} / MAE {_fixed(n['mae_atr'])} ATR)")
     _print_model(answer.get("model"))
+
+
+def _fixed(value: float | None, digits: int = 2) -> str:
+    """A number for a table cell; "—" for a missing one (NaN arrives from a server as null)."""
+    return "—" if value is None else f"{value:.{digits}f}"
 
 
 def _print_model(model: dict | None) -> None:
@@ -287,33 +306,90 @@ def _print_model(model: dict | None) -> None:
 @main.command()
 @click.option("--date", "session", type=click.DateTime(["%Y-%m-%d"]), required=True, help="session date")
 @click.option("--time", "clock", type=click.DateTime(["%H:%M"]), required=True, help="ET clock time, 09:30–12:30")
-@click.option("--level", "level_kind", type=click.Choice(["PM_HIGH", "PM_LOW", "OR_HIGH", "OR_LOW", "SMA_90", "EMA_20"]),
-              required=True)
+@click.option("--level", "level_kind", type=LEVEL_CHOICE, required=True)
 @click.option("--neighbours", type=int, default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the answer as JSON")
-def query(session: dt.datetime, clock: dt.datetime, level_kind: str, neighbours: int, as_json: bool) -> None:
+@click.option("--server", envvar="SPYMASTER_SERVER", default=None, metavar="URL",
+              help="ask a running `spymaster serve` (e.g. http://127.0.0.1:3071) instead of loading in this "
+                   "process [env: SPYMASTER_SERVER]")
+def query(session: dt.datetime, clock: dt.datetime, level_kind: str, neighbours: int, as_json: bool,
+          server: str | None) -> None:
     """What happened next in the most similar past setups at this level (as of this session)."""
     import json
 
-    from .lake import Lake
+    answer = None
+    if server:
+        answer = answer_from_server(server, session.date(), clock.time(), level_kind, neighbours)
+    if answer is None:
+        from .lake import Lake
 
-    lake = Lake(spymaster_home() / "lake")
-    try:
-        answer = full_answer(lake, session.date(), clock.time(), level_kind, neighbours)
-    except (FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        lake = Lake(spymaster_home() / "lake")
+        try:
+            answer = full_answer(lake, session.date(), clock.time(), level_kind, neighbours)
+        except (FileNotFoundError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(answer, indent=2, default=str))
     else:
         print_answer(answer)
 
 
+def answer_from_server(server: str, session: dt.date, clock: dt.time, level_kind: str, neighbours: int) -> dict | None:
+    """The answer from a `spymaster serve` process (stdlib HTTP: the client path imports nothing heavy).
+    None when the server cannot be reached (the caller answers in-process); its 4xx errors are the user's."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    params = urllib.parse.urlencode({"date": session.isoformat(), "time": clock.strftime("%H:%M"),
+                                     "level": level_kind, "neighbours": neighbours})
+    url = f"{server.rstrip('/')}/api/query?{params}"
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.load(exc).get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        raise click.ClickException(f"{server}: {message}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        click.echo(f"warning: query server {server} unreachable ({reason}); answering in this process", err=True)
+        return None
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=QUERY_PORT, show_default=True)
+def serve(host: str, port: int) -> None:
+    """Serve `GET /api/query?date=&time=&level=&neighbours=` from a warm process (each session's
+    as-of index stays loaded), for `spymaster query --server http://HOST:PORT`."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from .lake import Lake
+    from .live.query_api import query_routes
+
+    lake = Lake(spymaster_home() / "lake")
+
+    def health(_request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "lake": str(lake.root)})
+
+    app = Starlette(routes=[*query_routes(lake), Route("/api/health", health)])
+    click.echo(f"Answering queries on http://{host}:{port}/api/query over {lake.root} "
+               f"(use: spymaster query --server http://{host}:{port} ...)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 # --- Pentaview streams (gold/streams, gold/alerts) --------------------------------------------
 
 @main.command()
 @click.option("--date", "session", type=click.DateTime(["%Y-%m-%d"]), required=True, help="session date")
-@click.option("--level", "level_kind", type=click.Choice(["PM_HIGH", "PM_LOW", "OR_HIGH", "OR_LOW", "SMA_90", "EMA_20"]),
-              required=True)
+@click.option("--level", "level_kind", type=LEVEL_CHOICE, required=True)
 @click.option("--at", "clock", type=click.DateTime(["%H:%M"]), default=None, help="ET clock time (default: session end)")
 @click.option("--rows", type=int, default=6, show_default=True, help="stream bars to show, up to --at")
 @click.option("--json", "as_json", is_flag=True, help="print as JSON")

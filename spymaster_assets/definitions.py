@@ -14,7 +14,8 @@ from .ml.projections import projection_assets, projection_report_assets
 from .resources import resources_from_env
 from .silver.assets import silver_assets
 from .freshness import build_session_freshness, with_daily_rebuild_freshness
-from .schedules import daily_market_job, daily_market_schedule, new_dbn_files_sensor
+from .schedules import (daily_market_job, daily_market_schedule, new_dbn_files_sensor, weekly_reports_job,
+                        weekly_reports_schedule)
 from .warehouse import build_lake_views_asset
 
 session_assets = [raw_dbn_files, *futures_assets, *options_assets, *silver_assets, *gold_assets, *stream_assets,
@@ -36,8 +37,8 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource]) -> dg.Defin
                 *report_assets, *stream_report_assets, *projection_report_assets,
                 *analysis_assets],
         asset_checks=[session_freshness_checks],
-        jobs=[daily_market_job],
-        schedules=[daily_market_schedule],
+        jobs=[daily_market_job, weekly_reports_job],
+        schedules=[daily_market_schedule, weekly_reports_schedule],
         sensors=[new_dbn_files_sensor, session_freshness_sensor],
         resources=resources,
         # Small runs on a 2-core machine: process-per-step startup costs more than it buys.

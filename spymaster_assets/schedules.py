@@ -21,6 +21,24 @@ daily_market_job = dg.define_asset_job(
                 "model and marts over every session present.",
 )
 
+# Reports (walk-forward evaluations, analyses) read every session and take minutes; a session adds
+# little to them, so they run once a week, after Friday's session, instead of in every daily run.
+weekly_reports_job = dg.define_asset_job(
+    "weekly_reports_job",
+    selection=dg.AssetSelection.groups("reports"),
+    description="The reports (group \"reports\") over every session present: evaluations and analyses.",
+)
+WEEKLY_REPORTS_CRON = "0 6 * * 6"  # Saturday 06:00 ET: after Friday's daily run and its retry window
+
+weekly_reports_schedule = dg.ScheduleDefinition(
+    name="weekly_reports_schedule",
+    job=weekly_reports_job,
+    cron_schedule=WEEKLY_REPORTS_CRON,
+    execution_timezone="America/New_York",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Rebuild the reports once a week (they are not part of the daily run).",
+)
+
 # The session closes at 16:00 ET (Globex at 17:00) and is a partition from then on (partitions.py);
 # by 16:30 the vendor's files for the day are complete enough for bronze, and the 18:00
 # freshness deadline leaves room for a retry.

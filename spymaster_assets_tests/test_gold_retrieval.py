@@ -24,7 +24,7 @@ from spymaster_assets.gold.as_of import (
 )
 from spymaster_assets.gold.assets import normalization_stats, retrieval_evaluation, similarity_index, similarity_metric
 from spymaster_assets.lake import Lake
-from spymaster_assets.lib.calendar import trading_sessions
+from spymaster_assets.lib.calendar import ns_to_et, trading_sessions
 from spymaster_assets.lib.episodes import episode_schema, feature_set, vector_layout
 from spymaster_assets.lib.normalization import fit_robust_z
 from spymaster_assets.lib.similarity_metric import IDENTITY
@@ -192,19 +192,31 @@ def test_second_session_is_answered_by_the_first_only(synthetic_lake):
 @pytest.mark.slow
 def test_query_cli_prints_distribution_and_neighbours(synthetic_home, synthetic_lake, monkeypatch):
     monkeypatch.setenv("SPYMASTER_HOME", str(synthetic_home))
+    monkeypatch.delenv("SPYMASTER_SERVER", raising=False)
     second = SYNTHETIC_SESSIONS[1]
+    # A whole-minute grid time where price is within 1 ATR of a level (inside its approach zone, SPEC §6).
+    state = synthetic_lake.read("silver", "state", second)
+    on_minute = pl.col("t_ns") % 60_000_000_000 == 0
+    near = state.filter((pl.col("d_atr").abs() <= 1.0) & on_minute).row(0, named=True)
+    clock, level = ns_to_et(near["t_ns"]).time(), near["level_kind"]
+    ask = ["query", "--date", second, "--time", f"{clock:%H:%M}", "--level", level]
     runner = CliRunner()
-    out = runner.invoke(cli, ["query", "--date", second, "--time", "10:30", "--level", "PM_HIGH", "--json"])
+    out = runner.invoke(cli, [*ask, "--json"])
     assert out.exit_code == 0, out.output
     answer = json.loads(out.stdout)
-    assert answer["level_kind"] == "PM_HIGH" and answer["tier"] == "T3"
+    assert answer["level_kind"] == level and answer["tier"] == "T3" and answer["near_level"] is True
     retrieval = answer["retrieval"]
     assert sum(retrieval["probabilities"].values()) == pytest.approx(1.0)
     assert all(n["session"] == SYNTHETIC_SESSIONS[0] for n in retrieval["neighbours"])
-    direct = query_answer(synthetic_lake, dt.date.fromisoformat(second), dt.time(10, 30), "PM_HIGH")
+    direct = query_answer(synthetic_lake, dt.date.fromisoformat(second), clock, level)
     assert direct["retrieval"]["probabilities"] == pytest.approx(retrieval["probabilities"])  # deterministic
-    text = runner.invoke(cli, ["query", "--date", second, "--time", "10:30", "--level", "PM_HIGH"])
+    text = runner.invoke(cli, ask)
     assert text.exit_code == 0 and "outcome: BREAK" in text.output and "nearest past setups" in text.output
+    # A grid time where price is more than 2 ATR from a level: said so, not answered.
+    far = state.filter((pl.col("d_atr").abs() > 2.5) & on_minute).row(0, named=True)
+    far_clock = ns_to_et(far["t_ns"]).time()
+    away = runner.invoke(cli, ["query", "--date", second, "--time", f"{far_clock:%H:%M}", "--level", far["level_kind"]])
+    assert away.exit_code == 0 and "outside its approach zone" in away.output and "outcome:" not in away.output
     bad = runner.invoke(cli, ["query", "--date", second, "--time", "09:31", "--level", "OR_HIGH"])
     assert bad.exit_code != 0 and "OR_HIGH has no state" in bad.output
 

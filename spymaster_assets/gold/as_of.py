@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -308,12 +308,10 @@ def setup_at(store: Lake, session: dt.date, clock: dt.time, level_kind: str) -> 
         known = sorted(state["level_kind"].unique().to_list())
         raise ValueError(f"{level_kind} has no state at or before {clock} on {session} (levels with state: {known})")
     row = rows.row(-1, named=True)
-    direction = "UP" if row["dir_sign"] > 0 else "DOWN"
-    anchor = pl.DataFrame({
-        "event_id": [f"query_{session}_{level_kind}_{at_ns}"], "session": [session], "ts_ns": [at_ns],
-        "level_kind": [level_kind], "level_price": [row["level_price"]], "direction": [direction],
-        "dir_sign": [row["dir_sign"]], "atr": [row["atr"]],
-    }).with_columns(pl.col("dir_sign").cast(pl.Int8))
+    if row["t_ns"] == at_ns:  # a grid time (every HH:MM in the session): described once for all of them
+        setups = grid_setups(store, session, str(store.partition_file("silver", "state", session)))
+        return setups.filter(pl.col("episode_id") == query_anchor_id(session, level_kind, at_ns)), row
+    anchor = query_anchors(rows.tail(1), session, at_ns)
     return describe_setups(state, anchor, session_window(session).rth_open_ns), row
 
 
@@ -340,10 +338,16 @@ QUERY_STATE_FEATURES = ("d_atr", "attempt_index", "approach_velocity", "velocity
                         "ofi_60s", "defending_depth", "wall_ratio_30min", "gex_band_2")
 
 
-def query_answer(store: Lake, session: dt.date, clock: dt.time, level_kind: str, neighbours: int = 10) -> dict:
+def query_answer(store: Lake, session: dt.date, clock: dt.time, level_kind: str, neighbours: int = 10,
+                 as_of: AsOf | None = None) -> dict:
     """The answer to "price is at `level_kind` at `clock` on `session`: what happened next in
     similar past setups?" — the state, the distribution with its interval, effective N, base
-    rates and the nearest neighbours with their outcomes. JSON-serializable."""
+    rates and the nearest neighbours with their outcomes. JSON-serializable.
+
+    When price is outside the level's approach zone at `clock` the answer says so
+    (`near_level` false, `distance_atr`, `note`) and carries no outcome distribution: past
+    setups at the level say nothing about a price that is not near it. `as_of` is the
+    session's `AsOf` when the caller keeps one warm (the query service); else it is loaded."""
     from ..lib.features import registry
 
     setup, row = setup_at(store, session, clock, level_kind)
@@ -362,9 +366,57 @@ def query_answer(store: Lake, session: dt.date, clock: dt.time, level_kind: str,
         "state": {name: {"value": row[name], "meaning": meaning[name]} for name in QUERY_STATE_FEATURES
                   if row.get(name) is not None},
     }
-    result = AsOf(store, session).answer(setup)[0]
+    nearness = level_nearness(row["d_atr"])
+    answer |= nearness
+    if not nearness["near_level"]:
+        return answer | {"retrieval": None, "note": nearness["note"]}
+    result = (as_of or AsOf(store, session)).answer(setup)[0]
     if result is None:
         return answer | {"retrieval": None, "note": "no earlier sessions are indexed for this tier yet"}
     retrieval = result.to_dict()
     retrieval["neighbours"] = retrieval["neighbours"][:neighbours]
     return answer | {"retrieval": retrieval}
+
+
+def level_nearness(d_atr: float | None) -> dict:
+    """Is price inside the level's approach zone (|d_atr| ≤ APPROACH_D_ATR, SPEC §6)? Outside it an
+    anchor cannot happen before price travels that far, so no setup answer applies."""
+    from ..lib.features.context import APPROACH_D_ATR
+
+    if d_atr is None or not np.isfinite(d_atr):
+        return {"near_level": False, "distance_atr": None,
+                "note": "the distance to the level is unknown at this time (no ATR yet): no setup answer"}
+    distance = abs(float(d_atr))
+    if distance <= APPROACH_D_ATR:
+        return {"near_level": True, "distance_atr": distance}
+    side = "above" if d_atr > 0 else "below"
+    return {"near_level": False, "distance_atr": distance,
+            "note": f"price is {distance:.2f} ATR {side} the level, outside its approach zone "
+                    f"(within {APPROACH_D_ATR:g} ATR): no setup answer, since price is not near the level"}
+
+
+def query_anchor_id(session: dt.date, level_kind: str, at_ns: int) -> str:
+    return f"query_{session}_{level_kind}_{at_ns}"
+
+
+def query_anchors(rows: pl.DataFrame, session: dt.date, at_ns: int | pl.Expr) -> pl.DataFrame:
+    """"What if price touched the level now": an anchor per state row, at `at_ns` (a time, or the
+    rows' own `t_ns`), coming from the side the row's dir_sign says."""
+    at = pl.lit(at_ns, dtype=pl.Int64) if isinstance(at_ns, int) else at_ns
+    return rows.select(
+        pl.format("query_{}_{}_{}", pl.lit(session.isoformat()), "level_kind", at).alias("event_id"),
+        pl.lit(session).alias("session"), at.alias("ts_ns"), "level_kind", "level_price",
+        pl.when(pl.col("dir_sign") > 0).then(pl.lit("UP")).otherwise(pl.lit("DOWN")).alias("direction"),
+        pl.col("dir_sign").cast(pl.Int8), "atr",
+    )
+
+
+@lru_cache(maxsize=8)
+def grid_setups(store: Lake, session: dt.date, state_version: str) -> pl.DataFrame:
+    """The setup of a query at every grid time and level of the session, in one `describe_setups`
+    call: it costs about what one setup does (its work is per vector dimension, not per anchor), so a
+    process answering several queries on a session (the query service, or one query that the
+    retrieval and the model both describe) describes it once. `state_version` (the state
+    partition's current file) keys the cache, so a rebuilt state table is described again."""
+    state = store.read("silver", "state", session)
+    return describe_setups(state, query_anchors(state, session, pl.col("t_ns")), session_window(session).rth_open_ns)
