@@ -31,7 +31,6 @@ import datetime as dt
 import fcntl
 import json
 import os
-import queue
 import shutil
 import signal
 import socket
@@ -47,6 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .lib.jsonable import jsonable
+from .lib.prefetch import prefetched
 
 PART_GLOB = "part-*.parquet"  # the data file of a partition, as globs over the lake match it
 LEGACY_PART_FILE = "part-0.parquet"  # its name before partitions were versioned
@@ -71,6 +71,18 @@ HOST = socket.gethostname()
 # Tables this process has swept once (keyed with the pid: a forked child sweeps again).
 _SWEPT_TABLES: set[tuple[Path, int]] = set()
 _SWEPT_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ParquetOptions:
+    """How `write_frames` encodes a table. The defaults suit any table; a table of raw records
+    (tens of millions of rows a session, never null, read by time range) is written about half
+    as costly with zstd level 1, statistics on its time columns only, and REQUIRED columns
+    (no definition levels to compute and store). A null in a `not_null` table fails the write."""
+
+    zstd_level: int = ZSTD_LEVEL
+    statistics: tuple[str, ...] | None = None  # the columns with min/max statistics; None: all
+    not_null: bool = False
 
 
 class QuarantinedPartition(FileNotFoundError):
@@ -118,30 +130,33 @@ class Lake:
         frames: Iterable[pl.DataFrame],
         schema: dict[str, pl.DataType],
         metadata: dict[str, str] | None = None,
+        options: ParquetOptions = ParquetOptions(),
     ) -> WriteResult:
         """Stream `frames` into one Parquet file and atomically publish it as the partition's new version.
 
-        Every frame is cast to `schema` (so an empty day still has typed columns);
-        `metadata` is stored as Parquet key-value metadata (schema_version, config hash).
-        Publishing clears a quarantine of the partition.
+        Every frame is cast to `schema` (so an empty day still has typed columns) and becomes
+        one row group (up to ROW_GROUP_ROWS); `metadata` is stored as Parquet key-value metadata (schema_version,
+        config hash). Publishing clears a quarantine of the partition.
         """
         staging = self.staging_dir(layer, table, session)
         rows = 0
         try:
             arrow_schema = pl.DataFrame(schema=schema).to_arrow().schema
+            if options.not_null:
+                arrow_schema = pa.schema([field.with_nullable(False) for field in arrow_schema])
             if metadata:
                 arrow_schema = arrow_schema.with_metadata({k: str(v) for k, v in sorted(metadata.items())})
             with pq.ParquetWriter(
                 staging / _data_file_name(_staging_id(staging)),
                 arrow_schema,
                 compression="zstd",
-                compression_level=ZSTD_LEVEL,
+                compression_level=options.zstd_level,
                 # Dictionary pages pay off for codes and symbols; on 60 price/size columns of a
                 # book they cost more write time than they save bytes after zstd.
                 use_dictionary=[name for name, dtype in schema.items() if dtype in (pl.Utf8, pl.Boolean)] or False,
-                write_statistics=True,
+                write_statistics=True if options.statistics is None else [c for c in options.statistics if c in schema],
             ) as writer:
-                for frame in prefetched(frames):
+                for frame in prefetched(frames, name="lake-frames"):
                     if frame.height == 0:
                         continue
                     table_ = frame.select(list(schema)).cast(schema).to_arrow()
@@ -526,50 +541,6 @@ def _clean_legacy_leftovers(table_dir: Path, stale_seconds: float) -> list[Path]
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
-
-
-def prefetched(items: Iterable, depth: int = 2) -> Iterator:
-    """Produce `items` in a background thread, `depth` ahead of the consumer.
-
-    Decoding the next chunk (DBN decoder, numpy, polars) and compressing the previous one
-    (Parquet/zstd) both release the GIL, so on two cores they overlap. An exception in the
-    producer is re-raised in the consumer; a consumer that stops early stops the producer.
-    """
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
-    done, stop = object(), threading.Event()
-
-    def offer(item) -> bool:
-        """Hand `item` to the consumer unless it has gone away (then the producer just ends)."""
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not offer(item):
-                    return
-            offer(done)
-        except BaseException as exc:  # handed to the consumer, which raises it
-            offer(exc)
-
-    worker = threading.Thread(target=produce, name="lake-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        worker.join(timeout=5)
 
 
 def write_json_atomic(path: Path, payload: object) -> Path:

@@ -9,13 +9,16 @@ import pytest
 from spymaster_assets.lib.dbn_decode import (
     FRAME_BUILDERS,
     FRAME_SCHEMAS,
+    UNDEF_PRICE,
     DbnDecodeError,
     aggressor_sign,
     decode_frames,
     instrument_symbols,
     iter_record_chunks,
+    mbp10_frame,
     open_store,
 )
+from spymaster_assets.synthetic.dbn_writer import empty_records
 
 REAL = "real-es-dbn"
 TRADES = "futures_trades_2024-07-01T23h58_2024-07-02T00h02.dbn.zst"
@@ -40,6 +43,51 @@ def test_every_fixture_file_decodes_through_the_reader(fixtures):
             frame = pl.concat(frames)
             assert frame.height == expected
             assert dict(frame.schema) == FRAME_SCHEMAS[schema], path.name
+
+
+def test_book_records_become_typed_columns_field_by_field():
+    """Three hand-made MBP-10 records through the blocked gather: every kind of field lands in its column."""
+    records = empty_records("mbp-10", 3)
+    records["ts_event"] = [1, 2, 2**62]
+    records["ts_recv"] = [10, 20, 30]
+    records["instrument_id"] = [7, 8, 9]
+    records["action"], records["side"] = [b"A", b"T", b"R"], [b"B", b"A", b"N"]
+    records["price"] = [6_000_250_000_000, 6_000_500_000_000, UNDEF_PRICE]
+    records["size"], records["flags"], records["sequence"], records["depth"] = [1, 2, 3], [128, 0, 8], [5, 6, 7], [0, 9, 0]
+    records["bid_px_00"], records["ask_px_00"] = [5_999_750_000_000] * 3, [6_000_000_000_000] * 3
+    records["bid_px_09"] = [UNDEF_PRICE, 5_997_500_000_000, UNDEF_PRICE]
+    records["ask_sz_09"], records["bid_ct_05"], records["ask_ct_09"] = [0, 11, 0], [4, 0, 2**32 - 1], [0, 3, 0]
+    frame = mbp10_frame(records)
+    assert dict(frame.schema) == FRAME_SCHEMAS["mbp-10"]
+    assert frame["ts_event"].to_list() == [1, 2, 2**62] and frame["ts_recv"].to_list() == [10, 20, 30]
+    assert frame["action"].to_list() == ["A", "T", "R"] and frame["aggressor"].to_list() == [1, -1, 0]
+    assert frame["price"].to_list()[:2] == [6000.25, 6000.5] and np.isnan(frame["price"][2])
+    assert frame["bid_px_00"].to_list() == [5999.75] * 3 and frame["ask_px_00"].to_list() == [6000.0] * 3
+    assert np.isnan(frame["bid_px_09"][0]) and frame["bid_px_09"][1] == 5997.5
+    assert frame["ask_sz_09"].to_list() == [0, 11, 0] and frame["bid_ct_05"].to_list() == [4, 0, 2**32 - 1]
+    assert frame["flags"].to_list() == [128, 0, 8] and frame["depth"].to_list() == [0, 9, 0]
+    assert frame["sequence"].to_list() == [5, 6, 7] and frame["ask_ct_09"].to_list() == [0, 3, 0]
+
+
+def test_gathered_frames_do_not_depend_on_chunk_or_frame_size(fixtures):
+    """Frames hold exactly `frame_rows` kept rows across chunk boundaries (the last one fewer),
+    and the rows are the same whatever the chunking."""
+    path = fixtures / REAL / BOOK
+    whole = pl.concat(decode_frames([path], "mbp-1"))
+    cut = int(whole["ts_event"][1000])
+    kept = whole.filter(pl.col("ts_event") >= cut)
+    for chunk_records, frame_rows in ((7, 5), (1000, 333), (10**6, 10**6)):
+        frames = list(decode_frames([path], "mbp-1", ts_range=(cut, 2**63 - 1), chunk_records=chunk_records,
+                                    frame_rows=frame_rows))
+        assert [f.height for f in frames[:-1]] == [frame_rows] * (len(frames) - 1) and 0 < frames[-1].height <= frame_rows
+        assert pl.concat(frames).equals(kept)
+
+
+def test_a_non_ascii_code_is_a_clear_error():
+    records = empty_records("trades", 1)
+    records["action"] = b"\xc3"
+    with pytest.raises(DbnDecodeError, match="not ASCII"):
+        FRAME_BUILDERS["trades"](records)
 
 
 def test_aggressor_sign_convention():

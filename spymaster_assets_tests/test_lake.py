@@ -7,7 +7,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from spymaster_assets.lake import Lake, QuarantinedPartition
+import pyarrow.parquet as pq
+
+from spymaster_assets.lake import Lake, ParquetOptions, QuarantinedPartition
 
 SCHEMA = {"ts_event": pl.Int64, "price": pl.Float64}
 
@@ -49,6 +51,30 @@ def test_rewrite_is_byte_identical(tmp_path):
     first = digest(lake.write_frames("bronze", "t", "2024-12-09", frames(), SCHEMA).path)
     second = digest(lake.write_frames("bronze", "t", "2024-12-09", frames(), SCHEMA).path)
     assert first == second
+
+
+def test_record_table_options_write_required_columns_and_time_statistics_only(tmp_path):
+    lake = Lake(tmp_path)
+    options = ParquetOptions(zstd_level=1, statistics=("ts_event", "ts_recv"), not_null=True)
+    written = lake.write_frames("bronze", "t", "2024-12-09", frames(), SCHEMA, options=options)
+    meta = pq.ParquetFile(written.path).metadata
+    columns = {meta.schema.column(i).name: meta.row_group(0).column(i) for i in range(meta.num_columns)}
+    assert [pq.read_schema(written.path).field(name).nullable for name in SCHEMA] == [False, False]
+    assert columns["ts_event"].is_stats_set and (columns["ts_event"].statistics.min, columns["ts_event"].statistics.max) == (1, 2)
+    assert not columns["price"].is_stats_set  # ts_recv is not in this schema: skipped, not an error
+    assert lake.read("bronze", "t", "2024-12-09").equals(pl.concat(frames()))
+    first = digest(written.path)
+    assert digest(lake.write_frames("bronze", "t", "2024-12-09", frames(), SCHEMA, options=options).path) == first
+
+
+def test_a_null_in_a_not_null_table_fails_the_write_and_keeps_the_old_version(tmp_path):
+    lake = Lake(tmp_path)
+    options = ParquetOptions(not_null=True)
+    lake.write_frames("bronze", "t", "2024-12-09", frames(), SCHEMA, options=options)
+    with_null = [pl.DataFrame({"ts_event": [4], "price": [None]}, schema=SCHEMA)]
+    with pytest.raises(ValueError, match="null values to non-nullable"):
+        lake.write_frames("bronze", "t", "2024-12-09", with_null, SCHEMA, options=options)
+    assert lake.read("bronze", "t", "2024-12-09")["price"].to_list() == [1.0, 2.0, 3.0]
 
 
 def test_empty_input_gives_an_empty_typed_partition(tmp_path):

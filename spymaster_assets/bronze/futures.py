@@ -6,7 +6,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from ..lake import Lake
+from ..lake import Lake, ParquetOptions
 from ..lib.calendar import previous_session, session_window
 from ..lib.dbn_decode import BOOK_DEPTH, FRAME_SCHEMAS, DbnDecodeError, DecodeStats, decode_frames, instrument_symbols
 from ..lib.front_month import (
@@ -35,6 +35,9 @@ NO_DUPLICATE_RECORDS = "NO_DUPLICATE_RECORDS"
 PRICE_SANITY = "PRICE_SANITY"
 
 FRONT_MONTH_KEY = dg.AssetKey(["bronze", "front_month_contract"])
+
+# The front-month record tables: millions of never-null rows a session, read back by time range.
+RECORD_TABLE = ParquetOptions(zstd_level=1, statistics=("ts_event", "ts_recv"), not_null=True)
 
 
 def futures_symbols(files: SessionFiles) -> dict[int, str]:
@@ -161,7 +164,8 @@ def write_front_month_table(
             stats=stats,
         )
     )
-    written = store.write_frames("bronze", table, session, frames, bronze_futures_schema(schema), stamp(settings, BRONZE_SCHEMA_VERSION))
+    written = store.write_frames("bronze", table, session, frames, bronze_futures_schema(schema),
+                                 stamp(settings, BRONZE_SCHEMA_VERSION), RECORD_TABLE)
     return {
         "rows": written.rows,
         "records_read": sum(s.records_read for s in stats),
@@ -215,7 +219,8 @@ def previous_close(store: Lake, session: dt.date) -> float | None:
 
 def write_empty_table(store: Lake, settings: PipelineSettings, session: dt.date, schema: str, table: str) -> None:
     """A flagged empty session's typed, empty partition."""
-    store.write_frames("bronze", table, session, [], bronze_futures_schema(schema), stamp(settings, BRONZE_SCHEMA_VERSION))
+    store.write_frames("bronze", table, session, [], bronze_futures_schema(schema), stamp(settings, BRONZE_SCHEMA_VERSION),
+                       RECORD_TABLE)
 
 
 def _quality_checks(store: Lake, table: str, schema: str, run: RangeRun, settings: PipelineSettings, key):

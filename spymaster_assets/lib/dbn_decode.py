@@ -4,27 +4,40 @@ Every schema goes through one path: `DBNStore.to_ndarray(count=chunk)` yields st
 arrays in the file's own record layout (DBN v1–v3), rows are filtered with numpy masks
 *before* any column is materialized, and only the columns of the bronze schema are copied
 into polars. A real ES day is 5–25 M MBP-10 records, so nothing here ever holds a whole
-file as Python objects or as one frame.
+file as Python objects or as one frame: a read chunk is at most `MAX_CHUNK_BYTES`.
+
+Trades and books (10–63 fields per record) are turned into columns by one pass over the
+kept records in cache-sized blocks (`GatheredColumns`); the frames it yields have a fixed number of rows
+(`FRAME_ROWS`, the last one fewer), so a bronze table's row groups do not depend on the
+read chunk size or on how many rows the filter drops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import functools
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import warnings
 
 import databento as db
 from databento.common.error import BentoWarning
 import numpy as np
 import polars as pl
 
+from .prefetch import prefetched
+
 FIXED_PRICE_SCALE = 1e9
 UNDEF_PRICE = np.iinfo(np.int64).max
 UNDEF_TIMESTAMP = np.iinfo(np.uint64).max
 STAT_TYPE_OPEN_INTEREST = 9  # databento_dbn.StatType.OPEN_INTEREST
 DEFAULT_CHUNK_RECORDS = 1_000_000
+# A 1 M-record MBP-10 chunk is 368 MB, and the reader holds two while it reads the next:
+# cap a chunk by bytes so a wide schema costs no more memory than a narrow one.
+MAX_CHUNK_BYTES = 64 << 20
+# Rows of each gathered frame (trades, books); bronze writes one Parquet row group per frame.
+FRAME_ROWS = 1 << 18
+GATHER_BLOCK = 1024  # records per block of the gather pass (1024 MBP-10 records = 377 KB: stays in L2)
 BOOK_DEPTH = 10
 
 
@@ -37,10 +50,21 @@ class DbnDecodeError(RuntimeError):
 AGGRESSOR_BY_SIDE = {b"B": 1, b"A": -1, b"N": 0}
 
 
+_AGGRESSOR_BY_BYTE = np.zeros(256, np.int8)
+_AGGRESSOR_BY_BYTE[[ord(code) for code in AGGRESSOR_BY_SIDE]] = list(AGGRESSOR_BY_SIDE.values())
+# Byte code → 1-char string by a table lookup (NUL → "", as numpy's S1 reads it); codes are ASCII.
+_CHAR_BY_BYTE = pl.Series([chr(code) if code else "" for code in range(128)], dtype=pl.Utf8)
+
+
+def _byte_codes(raw: np.ndarray) -> np.ndarray:
+    """Single-byte codes as uint8, from a record field (S1) or a gathered column (uint8)."""
+    raw = np.asarray(raw)
+    return raw if raw.dtype == np.uint8 else raw.astype("S1").view(np.uint8)
+
+
 def aggressor_sign(side: np.ndarray) -> np.ndarray:
     """+1 / −1 / 0 from Databento side bytes ('B' / 'A' / anything else)."""
-    side = np.asarray(side, dtype="S1")
-    return np.where(side == b"B", 1, np.where(side == b"A", -1, 0)).astype(np.int8)
+    return _AGGRESSOR_BY_BYTE[_byte_codes(side)]
 
 
 def _price(raw: np.ndarray) -> np.ndarray:
@@ -50,8 +74,11 @@ def _price(raw: np.ndarray) -> np.ndarray:
 
 
 def _char(raw: np.ndarray) -> pl.Series:
-    """Single-byte codes (action, side, instrument_class) as 1-char strings."""
-    return pl.Series(np.asarray(raw, dtype="S1")).cast(pl.Utf8)
+    """Single-byte codes (action, side, instrument_class) as 1-char strings (a NUL byte is "")."""
+    codes = _byte_codes(raw)
+    if codes.size and codes.max() >= len(_CHAR_BY_BYTE):
+        raise DbnDecodeError(f"a single-byte code is not ASCII ({int(codes.max()):#x})")
+    return _CHAR_BY_BYTE.gather(pl.Series(codes, dtype=pl.UInt8))
 
 
 def _text(raw: np.ndarray) -> pl.Series:
@@ -68,42 +95,156 @@ def _nullable_ts(raw: np.ndarray) -> pl.Series:
     return values.scatter(np.flatnonzero(raw == UNDEF_TIMESTAMP), None)
 
 
-def _event_columns(rec: np.ndarray) -> dict[str, object]:
+# --- one pass from records to columns (trades, books) --------------------------------------
+
+@dataclass(frozen=True)
+class RecordFields:
+    """The record fields a gathered frame needs, by how each is converted: fixed-point prices to
+    float points (UNDEF → NaN), u64 timestamps to i64 ns, u32 fields as they are, single bytes."""
+
+    prices: tuple[str, ...]
+    timestamps: tuple[str, ...]
+    uint32s: tuple[str, ...]
+    bytes_: tuple[str, ...]
+
+
+def _book_fields(depth: int) -> RecordFields:
+    levels = [(level, side) for level in range(depth) for side in ("bid", "ask")]
+    return RecordFields(
+        prices=("price", *(f"{side}_px_{level:02d}" for level, side in levels)),
+        timestamps=("ts_event", "ts_recv"),
+        uint32s=("instrument_id", "size", "sequence",
+                 *(f"{side}_{kind}_{level:02d}" for level, side in levels for kind in ("sz", "ct"))),
+        bytes_=("action", "side", "flags", "depth"),
+    )
+
+
+class GatheredColumns:
+    """Up to `capacity` rows of `fields`, filled from record chunks block by block.
+
+    A per-field pass over 368-byte MBP-10 records reads a whole cache line for each 4–8-byte
+    value, 63 times per record. Here the kept records of a block (GATHER_BLOCK of them, small
+    enough to stay in L2) are copied together once, and every field is then taken from that
+    cached copy; numpy releases the GIL for the copies, so the Parquet writer thread runs
+    beside. Builders index it like a record array, by field name, and get typed columns
+    (prices already in points, UNDEF as NaN).
+    """
+
+    def __init__(self, fields: RecordFields, capacity: int):
+        self.fields, self.capacity, self.size = fields, capacity, 0
+        self._prices = np.empty((len(fields.prices), capacity), np.float64)
+        self._timestamps = np.empty((len(fields.timestamps), capacity), np.int64)
+        self._uint32s = np.empty((len(fields.uint32s), capacity), np.uint32)
+        self._bytes = np.empty((len(fields.bytes_), capacity), np.uint8)
+        self._where = {
+            **{name: (self._prices, k) for k, name in enumerate(fields.prices)},
+            **{name: (self._timestamps, k) for k, name in enumerate(fields.timestamps)},
+            **{name: (self._uint32s, k) for k, name in enumerate(fields.uint32s)},
+            **{name: (self._bytes, k) for k, name in enumerate(fields.bytes_)},
+        }
+
+    @property
+    def full(self) -> bool:
+        return self.size == self.capacity
+
+    def fill(self, rec: np.ndarray, rows: np.ndarray) -> int:
+        """Append records `rows` of `rec` (as many as fit); returns how many were taken."""
+        rows = rows[: self.capacity - self.size]
+        price_at, ts_at, u32_at, byte_at = _field_offsets(rec.dtype, self.fields)
+        words = _record_words(rec)
+        for first in range(0, rows.size, GATHER_BLOCK):
+            block = words[rows[first : first + GATHER_BLOCK]]
+            out = slice(self.size + first, self.size + first + len(block))
+            raw = block[:, price_at]
+            prices = raw / FIXED_PRICE_SCALE
+            prices[raw == UNDEF_PRICE] = np.nan
+            self._prices[:, out] = prices.T
+            self._timestamps[:, out] = block[:, ts_at].T
+            self._uint32s[:, out] = block.view(np.uint32)[:, u32_at].T
+            self._bytes[:, out] = block.view(np.uint8)[:, byte_at].T
+        self.size += rows.size
+        return rows.size
+
+    def __getitem__(self, field: str) -> np.ndarray:
+        block, k = self._where[field]
+        return block[k, : self.size]
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def gather_columns(rec: np.ndarray, fields: RecordFields, rows: np.ndarray | None = None) -> GatheredColumns:
+    """The given rows (default all) of a record array, gathered in one pass."""
+    rows = np.arange(len(rec)) if rows is None else rows
+    columns = GatheredColumns(fields, len(rows))
+    columns.fill(rec, rows)
+    return columns
+
+
+def _record_words(rec: np.ndarray) -> np.ndarray:
+    """The records as rows of 8-byte words (zero-copy; `.view` gives the 4- and 1-byte words)."""
+    if rec.dtype.itemsize % 8:
+        raise DbnDecodeError(f"record size {rec.dtype.itemsize} is not a whole number of 8-byte words")
+    return np.ascontiguousarray(rec).view(np.int64).reshape(len(rec), rec.dtype.itemsize // 8)
+
+
+@functools.cache
+def _field_offsets(dtype: np.dtype, fields: RecordFields) -> tuple[np.ndarray, ...]:
+    """Each field's index in the 8/8/4/1-byte word views of a record of `dtype` (DBN v1–v3 differ)."""
+
+    def at(names: tuple[str, ...], width: int) -> np.ndarray:
+        offsets = [dtype.fields[name][1] for name in names]
+        if any(offset % width or dtype.fields[name][0].itemsize != width for name, offset in zip(names, offsets)):
+            raise DbnDecodeError(f"record layout {dtype} does not hold {names} as aligned {width}-byte fields")
+        return np.array([offset // width for offset in offsets], dtype=np.int64)
+
+    return at(fields.prices, 8), at(fields.timestamps, 8), at(fields.uint32s, 4), at(fields.bytes_, 1)
+
+
+def _event_columns(rec) -> dict[str, object]:
     return {
-        "ts_event": _ts(rec["ts_event"]),
-        "ts_recv": _ts(rec["ts_recv"]),
-        "instrument_id": rec["instrument_id"].astype(np.uint32),
+        "ts_event": rec["ts_event"],
+        "ts_recv": rec["ts_recv"],
+        "instrument_id": rec["instrument_id"],
         "action": _char(rec["action"]),
         "side": _char(rec["side"]),
         "aggressor": aggressor_sign(rec["side"]),
-        "price": _price(rec["price"]),
-        "size": rec["size"].astype(np.uint32),
-        "flags": rec["flags"].astype(np.uint8),
-        "sequence": rec["sequence"].astype(np.uint32),
+        "price": rec["price"],
+        "size": rec["size"],
+        "flags": rec["flags"],
+        "sequence": rec["sequence"],
     }
 
 
-def trades_frame(rec: np.ndarray) -> pl.DataFrame:
-    return pl.DataFrame(_event_columns(rec))
-
-
-def _book_frame(rec: np.ndarray, depth: int) -> pl.DataFrame:
-    cols = _event_columns(rec)
-    cols["depth"] = rec["depth"].astype(np.uint8)
+def _book_frame(columns: GatheredColumns, depth: int) -> pl.DataFrame:
+    frame = _event_columns(columns) | {"depth": columns["depth"]}
     for level in range(depth):
         for side in ("bid", "ask"):
-            cols[f"{side}_px_{level:02d}"] = _price(rec[f"{side}_px_{level:02d}"])
-            cols[f"{side}_sz_{level:02d}"] = rec[f"{side}_sz_{level:02d}"].astype(np.uint32)
-            cols[f"{side}_ct_{level:02d}"] = rec[f"{side}_ct_{level:02d}"].astype(np.uint32)
-    return pl.DataFrame(cols)
+            for kind in ("px", "sz", "ct"):
+                name = f"{side}_{kind}_{level:02d}"
+                frame[name] = columns[name]
+    return pl.DataFrame(frame)
+
+
+EVENT_FIELDS = _book_fields(0)
+MBP10_FIELDS = _book_fields(BOOK_DEPTH)
+MBP1_FIELDS = _book_fields(1)
+
+
+def trades_frame(rec: np.ndarray) -> pl.DataFrame:
+    return _trades_frame(gather_columns(rec, EVENT_FIELDS))
 
 
 def mbp10_frame(rec: np.ndarray) -> pl.DataFrame:
-    return _book_frame(rec, BOOK_DEPTH)
+    return _book_frame(gather_columns(rec, MBP10_FIELDS), BOOK_DEPTH)
 
 
 def mbp1_frame(rec: np.ndarray) -> pl.DataFrame:
-    return _book_frame(rec, 1)
+    return _book_frame(gather_columns(rec, MBP1_FIELDS), 1)
+
+
+def _trades_frame(columns: GatheredColumns) -> pl.DataFrame:
+    return pl.DataFrame(_event_columns(columns))
 
 
 def ohlcv_frame(rec: np.ndarray) -> pl.DataFrame:
@@ -231,24 +372,13 @@ FRAME_BUILDERS: dict[str, Callable[[np.ndarray], pl.DataFrame]] = {
 }
 
 
-class KeptColumns:
-    """The kept rows of a structured record chunk, one field at a time.
-
-    `rec[mask]` would copy whole 368-byte MBP-10 records only to read them back field by
-    field; compressing each field's strided view instead touches each kept value once
-    (measured 2.3× faster for a 1 M-record chunk). Builders index it like the record array.
-    """
-
-    def __init__(self, rec: np.ndarray, keep: np.ndarray | None):
-        self._rec, self._keep = rec, keep
-        self.size = len(rec) if keep is None else int(keep.sum())
-
-    def __getitem__(self, field: str) -> np.ndarray:
-        column = self._rec[field]
-        return column if self._keep is None else np.compress(self._keep, column)
-
-    def __len__(self) -> int:
-        return self.size
+# Trades and books are gathered in one pass into frames of `frame_rows`; the other schemas
+# (a few thousand narrow records a day) are built chunk by chunk from the kept records.
+GATHERED: dict[str, tuple[RecordFields, Callable[[GatheredColumns], pl.DataFrame]]] = {
+    "trades": (EVENT_FIELDS, _trades_frame),
+    "mbp-10": (MBP10_FIELDS, functools.partial(_book_frame, depth=BOOK_DEPTH)),
+    "mbp-1": (MBP1_FIELDS, functools.partial(_book_frame, depth=1)),
+}
 
 
 @dataclass(frozen=True)
@@ -270,22 +400,37 @@ def open_store(path: Path, expected_schema: str | None = None) -> db.DBNStore:
 
 
 def iter_record_chunks(path: Path, schema: str, chunk_records: int = DEFAULT_CHUNK_RECORDS) -> Iterator[np.ndarray]:
-    """Structured record arrays of at most `chunk_records`, in file order."""
+    """Structured record arrays of at most `chunk_records` and at most MAX_CHUNK_BYTES, in file order.
+
+    The next chunk is decompressed in a thread while the caller works on this one (zstd
+    releases the GIL): decompression is the whole cost of decoding, and it then overlaps
+    with the column gather and the Parquet write."""
+    return prefetched(_record_chunks(path, schema, chunk_records), depth=1, name="dbn-read-ahead")
+
+
+def _record_chunks(path: Path, schema: str, chunk_records: int) -> Iterator[np.ndarray]:
     store = open_store(path, schema)
-    chunks = iter(store.to_ndarray(count=chunk_records))
-    while True:
-        # The client only *warns* about a truncated tail; for us half a file is an error.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("error", category=BentoWarning)
-            try:
-                chunk = next(chunks)
-            except StopIteration:
-                return
-            except Exception as exc:
-                raise DbnDecodeError(
-                    f"{path}: DBN records are truncated or corrupt ({type(exc).__name__}: {exc})"
-                ) from exc
+    # One record tells the record size of this file's DBN version before the chunk size is chosen.
+    probe = _next_chunk(path, iter(store.to_ndarray(count=1)))
+    if probe is None:
+        return
+    count = max(1, min(chunk_records, MAX_CHUNK_BYTES // probe.dtype.itemsize))
+    chunks = iter(store.to_ndarray(count=count))
+    while (chunk := _next_chunk(path, chunks)) is not None:
         yield chunk
+
+
+def _next_chunk(path: Path, chunks: Iterator[np.ndarray]) -> np.ndarray | None:
+    """The next chunk, or None at the end; the client only *warns* about a truncated tail,
+    and for us half a file is an error."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=BentoWarning)
+        try:
+            return next(chunks)
+        except StopIteration:
+            return None
+        except Exception as exc:
+            raise DbnDecodeError(f"{path}: DBN records are truncated or corrupt ({type(exc).__name__}: {exc})") from exc
 
 
 def decode_frames(
@@ -296,14 +441,26 @@ def decode_frames(
     instrument_ids: np.ndarray | None = None,
     chunk_records: int = DEFAULT_CHUNK_RECORDS,
     stats: list[DecodeStats] | None = None,
+    frame_rows: int = FRAME_ROWS,
 ) -> Iterator[pl.DataFrame]:
     """Decode `paths` chunk by chunk into bronze-typed frames.
 
     Rows outside [ts_range[0], ts_range[1]) (by ts_event) or whose instrument is not in
     `instrument_ids` are dropped with numpy masks before columns are copied. If `stats`
-    is given, one DecodeStats per chunk is appended to it.
+    is given, one DecodeStats per chunk is appended to it. Trades and books come in frames
+    of `frame_rows` rows (the last one fewer), other schemas one frame per chunk.
     """
+    chunks = _kept_records(paths, schema, ts_range, instrument_ids, chunk_records, stats)
+    if schema in GATHERED:
+        yield from _gathered_frames(chunks, *GATHERED[schema], frame_rows)
+        return
     build = FRAME_BUILDERS[schema]
+    for rec, keep in chunks:
+        yield build(rec if keep is None else rec[keep])
+
+
+def _kept_records(paths, schema, ts_range, instrument_ids, chunk_records, stats) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(chunk, mask of its kept rows or None for all) for chunks that keep any row."""
     for path in paths:
         for rec in iter_record_chunks(Path(path), schema, chunk_records):
             keep = np.ones(len(rec), dtype=bool)
@@ -312,11 +469,26 @@ def decode_frames(
                 keep &= (ts >= ts_range[0]) & (ts < ts_range[1])
             if instrument_ids is not None:
                 keep &= np.isin(rec["instrument_id"], instrument_ids)
-            kept = KeptColumns(rec, None if keep.all() else keep)
+            kept = int(keep.sum())
             if stats is not None:
-                stats.append(DecodeStats(len(rec), len(kept)))
-            if len(kept):
-                yield build(kept)
+                stats.append(DecodeStats(len(rec), kept))
+            if kept:
+                yield rec, None if kept == len(rec) else keep
+
+
+def _gathered_frames(chunks: Iterable[tuple[np.ndarray, np.ndarray | None]], fields: RecordFields,
+                     build: Callable[[GatheredColumns], pl.DataFrame], frame_rows: int) -> Iterator[pl.DataFrame]:
+    """Frames of exactly `frame_rows` kept records across chunk and file boundaries (the last one fewer)."""
+    columns = GatheredColumns(fields, frame_rows)
+    for rec, keep in chunks:
+        rows = np.arange(len(rec)) if keep is None else np.flatnonzero(keep)
+        while rows.size:
+            rows = rows[columns.fill(rec, rows):]
+            if columns.full:
+                yield build(columns)
+                columns = GatheredColumns(fields, frame_rows)
+    if len(columns):
+        yield build(columns)
 
 
 def instrument_symbols(paths: tuple[Path, ...] | list[Path]) -> dict[int, str]:
