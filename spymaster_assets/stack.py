@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -71,6 +72,14 @@ class Stack:
     @property
     def dagster_home(self) -> Path:
         return self.directory / "dagster"
+
+    @property
+    def postgres_dir(self) -> Path:
+        """The cluster's directory. As root, a private one under /tmp owned by the postgres user
+        (initdb refuses root, and the postgres user may not traverse the stack directory's parents)."""
+        if os.geteuid() != 0:
+            return self.directory / "postgres"
+        return Path(tempfile.gettempdir()) / f"spymaster-postgres-{hashlib.sha1(str(self.directory).encode()).hexdigest()[:12]}"
 
     @property
     def lake_location(self) -> str:
@@ -133,25 +142,28 @@ class Stack:
             self.down()
             raise
 
-    def down(self) -> list[str]:
-        """Stop every process of the stack by its recorded pid (then Postgres through pg_ctl). Returns what was stopped."""
+    def down(self, purge: bool = False) -> list[str]:
+        """Stop every process of the stack by its recorded pid (then Postgres through pg_ctl; `purge`
+        also deletes its data: runs and event logs). Returns what was stopped."""
         stopped = []
         for pattern in STOP_ORDER:
             for pid_file in sorted(self.directory.glob(f"{pattern}.pid")):
                 _stop_group(int(pid_file.read_text()))
                 pid_file.unlink()
                 stopped.append(pid_file.stem)
-        data = self.directory / "postgres" / "data"
+        data = self.postgres_dir / "data"
         if (data / "postmaster.pid").exists():
             self._as_postgres([_postgres_bin("pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w"])
             stopped.append("postgres")
+        if purge:
+            shutil.rmtree(self.postgres_dir, ignore_errors=True)
         return stopped
 
     def _start_postgres(self) -> None:
-        pg = self.directory / "postgres"
+        pg = self.postgres_dir
         data = pg / "data"
         if not (data / "PG_VERSION").exists():
-            pg.mkdir(exist_ok=True)
+            pg.mkdir(mode=0o700, exist_ok=True)
             if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to the postgres user
                 shutil.chown(pg, "postgres", "postgres")
             self._as_postgres([_postgres_bin("initdb"), "-D", str(data), "-U", "dagster", "--auth=trust",
@@ -203,32 +215,36 @@ class Stack:
 # --- backfills -------------------------------------------------------------------------------
 
 
-def session_local_assets(graph) -> list:
-    """Session-partitioned assets whose partition D is built from partition D of its parents only
-    (identity lineage all the way down): a backfill runs each session of these in parallel. As-of
-    assets (stats, index, models: D-1 lineage) and the unpartitioned ones are left out."""
-    local: set = set()
+def session_assets_without_as_of(graph) -> list:
+    """Session-partitioned assets whose partition D needs nothing strictly before D: identity
+    lineage, or a window that includes D (silver levels warm up on D-1's bars, which the backfill
+    builds first). A backfill runs the sessions of these side by side, in at most two waves. As-of
+    assets (stats, metric, index, models, projections: lineage to D-1 only) and everything below
+    them form one chain through the sessions, and the unpartitioned assets need every session:
+    both are left out."""
+    selected: set = set()
     for key in graph.toposorted_asset_keys:
         node = graph.get(key)
         if not node.is_partitioned:
             continue
         edges = [(parent, graph.get_partition_mapping(key, parent)) for parent in node.parent_keys]
-        if all(parent in local and _is_identity(mapping) for parent, mapping in edges):
-            local.add(key)
-    return sorted(local, key=lambda key: key.to_user_string())
+        if all(parent in selected and _includes_own_session(mapping) for parent, mapping in edges):
+            selected.add(key)
+    return sorted(selected, key=lambda key: key.to_user_string())
 
 
-def _is_identity(mapping) -> bool:
+def _includes_own_session(mapping) -> bool:
     import dagster as dg
 
     if isinstance(mapping, dg.IdentityPartitionMapping):
         return True
-    return isinstance(mapping, dg.TimeWindowPartitionMapping) and mapping.start_offset == 0 and mapping.end_offset == 0
+    return isinstance(mapping, dg.TimeWindowPartitionMapping) and mapping.start_offset <= 0 == mapping.end_offset
 
 
 def submit_backfill(instance, sessions: list[str], title: str) -> str:
-    """An asset backfill of the session-local assets over `sessions`, as the UI's dialog makes one:
-    the daemon launches one run per session through the instance's run launcher. Returns its id."""
+    """An asset backfill of `session_assets_without_as_of` over `sessions`, as the UI's dialog makes
+    one: the daemon launches runs per session (one, or two when a session waits for the previous
+    session's bars) through the instance's run launcher. Returns its id."""
     from dagster._core.execution.backfill import PartitionBackfill
     from dagster._core.utils import make_new_backfill_id
 
@@ -237,7 +253,7 @@ def submit_backfill(instance, sessions: list[str], title: str) -> str:
     graph = defs.resolve_asset_graph()
     backfill = PartitionBackfill.from_asset_partitions(
         backfill_id=make_new_backfill_id(), asset_graph=graph, partition_names=sessions,
-        asset_selection=session_local_assets(graph), backfill_timestamp=time.time(), tags={},
+        asset_selection=session_assets_without_as_of(graph), backfill_timestamp=time.time(), tags={},
         dynamic_partitions_store=instance, all_partitions=False, title=title, description=None, run_config=None)
     instance.add_backfill(backfill)
     return backfill.backfill_id
@@ -275,27 +291,43 @@ def wait_for_backfill(instance, backfill_id: str, worker_pids: dict[int, str], t
     for run in runs:
         started = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_START, limit=1).records
         pid = started[0].event_log_entry.dagster_event.pid if started else None
+        stats = instance.get_run_stats(run.run_id)
+        steps = instance.get_run_step_stats(run.run_id)
         rows.append({"run_id": run.run_id, "partition": run.tags.get("dagster/partition"), "status": run.status.value,
                      "pid": pid, "worker": worker_pids.get(pid), "celery_task": run.tags.get("dagster-celery/task_id"),
-                     "seconds": (run_stats.end_time - run_stats.launch_time)
-                     if (run_stats := instance.get_run_stats(run.run_id)).end_time and run_stats.launch_time else None})
+                     # launched (handed to Celery) → ended, and the part of it spent inside steps
+                     "seconds": stats.end_time - stats.launch_time if stats.end_time and stats.launch_time else None,
+                     "step_seconds": sum(step.end_time - step.start_time for step in steps
+                                         if step.end_time and step.start_time)})
     return BackfillOutcome(backfill_id, backfill.status.value, seconds, sorted(rows, key=lambda r: r["partition"] or ""))
 
 
-def backfill_on(stack: Stack, sessions: list[str], timeout: float = 3600) -> BackfillOutcome:
-    """Submit a backfill of `sessions` to the running stack and wait for it (this process becomes a
-    client of the stack: its environment is the stack's)."""
-    os.environ.update(stack.env())
+@contextmanager
+def client_of(stack: Stack) -> Iterator:
+    """The stack's Dagster instance, from this process (its environment is the stack's meanwhile:
+    the instance reads its Postgres and Celery settings from it)."""
     from dagster import DagsterInstance
 
-    with DagsterInstance.get() as instance:
+    saved = dict(os.environ)
+    os.environ.update(stack.env())
+    try:
+        with DagsterInstance.get() as instance:
+            yield instance
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def backfill_on(stack: Stack, sessions: list[str], timeout: float = 3600) -> BackfillOutcome:
+    """Submit a backfill of `sessions` to the running stack and wait for it."""
+    with client_of(stack) as instance:
         began = time.monotonic()
         backfill_id = submit_backfill(instance, sessions, f"{len(sessions)} sessions on {stack.workers} workers")
         return wait_for_backfill(instance, backfill_id, stack.worker_pids(), timeout, began)
 
 
 def materialize_in_process(home: Path, sessions: list[str], scale: str = "tiny", lake: str | None = None) -> list[str]:
-    """The single-process reference: the same session-local assets, one session after another, in
+    """The single-process reference: the same assets, one session after another, in
     this process against an ephemeral instance. Returns the sessions whose run failed."""
     env = {"SPYMASTER_HOME": str(home), "SPYMASTER_SOURCE": "synthetic", "SPYMASTER_SYNTHETIC_SCALE": scale}
     if lake:
@@ -305,9 +337,9 @@ def materialize_in_process(home: Path, sessions: list[str], scale: str = "tiny",
     from .definitions import build_definitions
     from .resources import resources_from_env
 
-    defs = build_definitions(resources_from_env({**os.environ, **env}))
+    defs = build_definitions(resources_from_env(env))  # only these settings, whatever this process's environment
     job = defs.resolve_implicit_global_asset_job_def()
-    selection = session_local_assets(defs.resolve_asset_graph())
+    selection = session_assets_without_as_of(defs.resolve_asset_graph())
     failed = []
     with dg.DagsterInstance.ephemeral() as instance:
         for session in sessions:
@@ -428,12 +460,13 @@ def _reaped(pid: int) -> Iterator[None]:
 
 
 @contextmanager
-def running(stack: Stack, webserver: bool = False) -> Iterator[Stack]:
+def running(stack: Stack, webserver: bool = False, purge: bool = True) -> Iterator[Stack]:
+    """The stack, up for the `with` block (tests, benchmarks); its Postgres data deleted after."""
     stack.up(webserver=webserver)
     try:
         yield stack
     finally:
-        stack.down()
+        stack.down(purge=purge)
 
 
 @contextmanager
