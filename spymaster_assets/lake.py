@@ -41,13 +41,13 @@ import queue
 import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
-import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -619,7 +619,7 @@ class ObjectStoreSettings:
     endpoint_url: str | None
     region: str
     access_key: str | None
-    secret_key: str | None
+    secret_key: str | None = field(repr=False)  # never in a repr, a log line or a test failure
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None) -> ObjectStoreSettings:
