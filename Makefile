@@ -8,7 +8,15 @@ DEV_PORT ?= 3070
 MLFLOW_PORT ?= 5070
 HOME_DIR := $(or $(SPYMASTER_HOME),$(CURDIR)/.spymaster)
 
-.PHONY: setup demo test bench dev mlflow clean vendor
+.PHONY: setup demo test bench dev mlflow clean vendor stack-up stack-backfill stack-down bench-scale
+
+# The scale-out stack (deploy/README.md): Postgres, Redis, an S3 server, Celery workers, the daemon and
+# the UI on 127.0.0.1 (ports 55432, 56379, 59000, 3800), pids and logs under STACK_DIR.
+STACK_DIR ?= $(CURDIR)/.spymaster-stack
+STACK_WORKERS ?= 2
+STACK_LAKE ?= s3
+STACK_START ?= 2024-12-05
+STACK_SESSIONS ?= 4
 
 # setup also prepares the dbt manifest once (definitions read it at import; nothing re-parses it per load).
 setup:
@@ -45,3 +53,16 @@ vendor:
 
 clean:
 	rm -rf .spymaster .pytest_cache
+
+stack-up: setup
+	$(UV) run python -m spymaster_assets.stack up --dir $(STACK_DIR) --workers $(STACK_WORKERS) --lake $(STACK_LAKE) --webserver
+
+stack-backfill:
+	$(UV) run python -m spymaster_assets.stack backfill --dir $(STACK_DIR) --start $(STACK_START) --sessions $(STACK_SESSIONS)
+
+stack-down:
+	$(UV) run python -m spymaster_assets.stack down --dir $(STACK_DIR)
+
+# 20 tiny sessions on 1 then 2 workers (starts and stops its own stacks; minutes).
+bench-scale: setup
+	nice -n 10 $(UV) run python -m spymaster_assets_bench.scale

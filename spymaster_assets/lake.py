@@ -17,6 +17,12 @@ notebooks) follow the symlink to exactly the current versions; the data file is 
 version because DuckDB reads a file's footer and later reopens it by path — a query racing a swap
 then fails with "no such file" instead of mixing one version's footer with another's pages.
 
+On an object store (`Lake.at("s3://bucket/prefix")`, `ObjectStoreLake`) the layout is the same but
+the pointer is an object: `<table>/date=D` is a small JSON naming the current version (or the
+quarantine reason), written with one PUT after every file of the version is uploaded. A PUT is
+atomic, so the same guarantees hold: a crash before it leaves the old version visible, readers
+resolve the pointer once and then read an immutable version, the last writer wins.
+
 A superseded version stays for a grace period (a reader may have resolved it just before the
 swap); staging directories of dead writers and expired versions are removed by `cleanup`, which
 writes also run (see `_tidy_before_write`). Writer settings are fixed so that re-running a
@@ -34,12 +40,15 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import polars as pl
 import pyarrow as pa
@@ -96,6 +105,14 @@ class QuarantinedPartition(FileNotFoundError):
 @dataclass(frozen=True)
 class Lake:
     root: Path
+
+    @staticmethod
+    def at(location: str | Path, cache_dir: Path | None = None) -> Lake:
+        """The lake at a local directory or at an object-store URI (`s3://bucket/prefix`, see
+        `ObjectStoreLake`; `cache_dir` holds its staging and downloaded versions)."""
+        if isinstance(location, str) and "://" in location:
+            return ObjectStoreLake.open(location, cache_dir)
+        return Lake(Path(location))
 
     def table_dir(self, layer: str, table: str) -> Path:
         return self.root / layer / table
@@ -165,7 +182,7 @@ class Lake:
             version = self.publish_dir(staging, layer, table, session)
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # gone already when published
-        return WriteResult(path=self._pointer(layer, table, session) / _data_file(version).name, rows=rows)
+        return WriteResult(path=self._published_location(layer, table, session, version), rows=rows)
 
     def write_frame(self, layer, table, session, frame: pl.DataFrame, metadata=None) -> WriteResult:
         return self.write_frames(layer, table, session, [frame], dict(frame.schema), metadata)
@@ -270,6 +287,10 @@ class Lake:
     def _pointer(self, layer: str, table: str, session: dt.date | str) -> Path:
         return self.table_dir(layer, table) / f"date={_key(session)}"
 
+    def _published_location(self, layer: str, table: str, session: dt.date | str, version: Path) -> Path | str:
+        """Where a just-published data file is reported to be (its path through the pointer)."""
+        return self._pointer(layer, table, session) / _data_file(version).name
+
     def _versions(self, layer: str, table: str, session: dt.date | str) -> Path:
         return self.table_dir(layer, table) / VERSIONS_DIR / _key(session)
 
@@ -307,7 +328,7 @@ class Lake:
 
 @dataclass(frozen=True)
 class WriteResult:
-    path: Path
+    path: Path | str  # a local path, or an object-store URI
     rows: int
 
 
@@ -554,3 +575,300 @@ def write_json_atomic(path: Path, payload: object) -> Path:
 
 def arrow_schema_of(schema: dict[str, pl.DataType]) -> pa.Schema:
     return pl.DataFrame(schema=schema).to_arrow().schema
+
+
+# --- object store -------------------------------------------------------------------------------
+
+POINTER_READERS = 16  # concurrent pointer GETs when listing a table's partitions
+
+
+@dataclass(frozen=True)
+class ObjectStoreSettings:
+    """How to reach an S3-compatible store, from the standard AWS variables: AWS_ENDPOINT_URL (a
+    MinIO/Ceph/test server; unset for AWS itself), AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY."""
+
+    endpoint_url: str | None
+    region: str
+    access_key: str | None
+    secret_key: str | None = field(repr=False)  # never in a repr, a log line or a test failure
+
+    @staticmethod
+    def from_env(env: dict[str, str] | None = None) -> ObjectStoreSettings:
+        env = os.environ if env is None else env
+        return ObjectStoreSettings(env.get("AWS_ENDPOINT_URL") or None, env.get("AWS_REGION", "us-east-1"),
+                                   env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY"))
+
+    def filesystem(self, allow_bucket_creation: bool = False):
+        from pyarrow import fs as pafs
+
+        endpoint = urlparse(self.endpoint_url) if self.endpoint_url else None
+        return pafs.S3FileSystem(
+            region=self.region, access_key=self.access_key, secret_key=self.secret_key,
+            endpoint_override=endpoint.netloc if endpoint else None, scheme=endpoint.scheme if endpoint else "https",
+            allow_bucket_creation=allow_bucket_creation)
+
+    def polars_options(self) -> dict[str, str]:
+        """The same settings for polars' own object-store reader (`storage_options`)."""
+        options = {"aws_region": self.region}
+        if self.endpoint_url:
+            options |= {"aws_endpoint_url": self.endpoint_url,
+                        "aws_allow_http": str(self.endpoint_url.startswith("http://")).lower()}
+        if self.access_key:
+            options |= {"aws_access_key_id": self.access_key, "aws_secret_access_key": self.secret_key or ""}
+        return options
+
+
+@dataclass(frozen=True)
+class ObjectStoreLake(Lake):
+    """The lake on an S3-compatible object store (`s3://bucket/prefix`), same layout and API.
+
+    Under `<prefix>/<layer>/<table>/`:
+
+        date=D                  the pointer object: JSON naming the current version and its files
+                                (or a tombstone and its reason), replaced by one PUT
+        .versions/D/v-<id>/...  an immutable published version (uploaded before the pointer names it)
+
+    `root` is a local working directory: writers stage a version there (Parquet written exactly as
+    for a local lake, so the bytes are identical) and `publish_dir` uploads it; `partition_dir`
+    downloads a version there for readers that need files (FAISS, model files) — a version never
+    changes, so a downloaded copy is valid for ever. Parquet is read straight from the store.
+    Unpartitioned outputs written under `root` by other code (reports) stay on the local machine.
+    """
+
+    uri: str = ""
+    settings: ObjectStoreSettings | None = None
+
+    @staticmethod
+    def open(uri: str, cache_dir: Path | None = None, settings: ObjectStoreSettings | None = None) -> ObjectStoreLake:
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"lake URI {uri!r}: only s3://bucket[/prefix] object stores are supported")
+        uri = f"s3://{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
+        cache = cache_dir or Path(os.environ.get("SPYMASTER_LAKE_CACHE", Path(tempfile.gettempdir()) / "spymaster-lake-cache"))
+        return ObjectStoreLake(root=Path(cache) / parsed.netloc / parsed.path.strip("/"), uri=uri,
+                               settings=settings or ObjectStoreSettings.from_env())
+
+    def create_bucket(self) -> None:
+        """Create the bucket if it does not exist (deployments and tests; a real lake's bucket is provisioned)."""
+        self.settings.filesystem(allow_bucket_creation=True).create_dir(urlparse(self.uri).netloc, recursive=False)
+
+    # --- the public API, on the store ---------------------------------------------------------
+
+    def partition_dir(self, layer: str, table: str, session: dt.date | str) -> Path:
+        pointer = self._read_pointer(layer, table, session)
+        if pointer is None or _is_tombstone_pointer(pointer):
+            return self._pointer(layer, table, session)
+        return self._downloaded(layer, table, session, pointer)
+
+    def partition_file(self, layer: str, table: str, session: dt.date | str) -> Path:
+        pointer = self._read_pointer(layer, table, session)
+        if pointer is None or _is_tombstone_pointer(pointer):
+            return self._pointer(layer, table, session) / LEGACY_PART_FILE
+        return self._downloaded(layer, table, session, pointer) / _pointer_data_file(pointer)
+
+    def partitions(self, layer: str, table: str) -> list[str]:
+        return sorted(key for key, pointer in self._pointers(layer, table).items() if not _is_tombstone_pointer(pointer))
+
+    def has_partition(self, layer: str, table: str, session: dt.date | str) -> bool:
+        pointer = self._read_pointer(layer, table, session)
+        return pointer is not None and not _is_tombstone_pointer(pointer)
+
+    def read(self, layer: str, table: str, session: dt.date | str, columns: list[str] | None = None) -> pl.DataFrame:
+        return pl.read_parquet(self._readable_file(layer, table, session), columns=columns,
+                               storage_options=self.settings.polars_options())
+
+    def scan(self, layer: str, table: str, session: dt.date | str) -> pl.LazyFrame:
+        return pl.scan_parquet(self._readable_file(layer, table, session), storage_options=self.settings.polars_options())
+
+    def file_metadata(self, layer: str, table: str, session: dt.date | str) -> dict[str, str]:
+        path = self._readable_file(layer, table, session).removeprefix("s3://")
+        meta = pq.read_schema(path, filesystem=self._fs()).metadata or {}
+        return {k.decode(): v.decode() for k, v in meta.items() if not k.startswith(b"ARROW")}
+
+    def quarantine_reason(self, layer: str, table: str, session: dt.date | str) -> str | None:
+        pointer = self._read_pointer(layer, table, session)
+        return pointer["reason"] if pointer is not None and _is_tombstone_pointer(pointer) else None
+
+    def quarantined(self, layer: str, table: str) -> dict[str, str]:
+        return {key: pointer["reason"] for key, pointer in sorted(self._pointers(layer, table).items())
+                if _is_tombstone_pointer(pointer)}
+
+    def cleanup(self, layer: str | None = None, table: str | None = None, *,
+                grace_seconds: float = SUPERSEDED_GRACE_SECONDS,
+                stale_seconds: float = STALE_STAGING_SECONDS) -> list[Path]:
+        """Remove, on the store, versions no pointer names: once the partition's last swap is older
+        than `grace_seconds` (every superseded version was superseded at or before it) and the
+        version's newest file is older than `stale_seconds` (an upload whose pointer is not written
+        yet looks the same). Local staging of dead writers goes as for a local lake. Returns the
+        removed versions as `<table>/.versions/D/<version>` paths under `root`."""
+        from pyarrow import fs as pafs
+
+        # Locally: staging of dead writers, and downloaded copies older than the grace period
+        # (a reader that needs one again downloads it again).
+        removed = super().cleanup(layer, table, grace_seconds=grace_seconds, stale_seconds=stale_seconds)
+        now = time.time()
+        for table_key in self._table_keys(layer, table):
+            layer_, table_ = table_key.rsplit("/", 2)[-2:]
+            infos = self._fs().get_file_info(pafs.FileSelector(f"{table_key}/{VERSIONS_DIR}", recursive=True, allow_not_found=True))
+            newest: dict[tuple[str, str], float] = {}
+            for info in infos:
+                parts = info.path.removeprefix(f"{table_key}/{VERSIONS_DIR}/").split("/")
+                if info.type == pafs.FileType.File and len(parts) >= 3:
+                    key = (parts[0], parts[1])
+                    newest[key] = max(newest.get(key, 0.0), info.mtime.timestamp())
+            pointers = {day: self._read_pointer_with_time(layer_, table_, day) for day, _ in newest}
+            for (day, version), written_at in sorted(newest.items()):
+                pointer, swapped_at = pointers[day]
+                if pointer is not None and version == pointer["version"]:
+                    continue
+                superseded_long_ago = pointer is None or now - swapped_at > grace_seconds
+                if superseded_long_ago and now - written_at > stale_seconds:
+                    self._fs().delete_dir(f"{table_key}/{VERSIONS_DIR}/{day}/{version}")
+                    removed.append(self.table_dir(layer_, table_) / VERSIONS_DIR / day / version)
+        return removed
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _tidy_before_write(self, layer: str, table: str, session: dt.date | str) -> None:
+        """A process's first write to a table sweeps the table on the store (one listing); later
+        writes leave it to `cleanup`, as listing the store per write would cost a request each."""
+        table_key = (self.table_dir(layer, table).absolute(), os.getpid())
+        with _SWEPT_LOCK:
+            first_write = table_key not in _SWEPT_TABLES
+            _SWEPT_TABLES.add(table_key)
+        if first_write:
+            self.cleanup(layer, table)
+
+    def _published_location(self, layer: str, table: str, session: dt.date | str, version: Path) -> str:
+        return self._uri(layer, table, VERSIONS_DIR, _key(session), version.name, _data_file(version).name)
+
+    def _readable_file(self, layer: str, table: str, session: dt.date | str) -> str:
+        pointer = self._read_pointer(layer, table, session)
+        if pointer is not None and _is_tombstone_pointer(pointer):
+            reason = pointer["reason"]
+            raise QuarantinedPartition(f"{layer}/{table} partition {_key(session)} is quarantined: {reason}", reason)
+        if pointer is None:
+            raise FileNotFoundError(f"{layer}/{table} has no partition {_key(session)} ({self._uri(layer, table, f'date={_key(session)}')})")
+        return self._uri(layer, table, VERSIONS_DIR, _key(session), pointer["version"], _pointer_data_file(pointer))
+
+    def _publish(self, staging: Path, layer: str, table: str, session: dt.date | str, prefix: str) -> Path:
+        versions = self._versions(layer, table, session)
+        if staging.parent != versions or not staging.name.startswith(STAGING_PREFIX):
+            raise ValueError(f"{staging} is not a staging directory of {layer}/{table} {_key(session)}")
+        version = f"{prefix}{_staging_id(staging)}"
+        version_key = self._object_key(layer, table, VERSIONS_DIR, _key(session), version)
+        files = sorted(path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file())
+        pointer: dict[str, object] = {"version": version, "files": files,
+                                      "published_at": dt.datetime.now(dt.UTC).isoformat()}
+        if prefix == TOMBSTONE_PREFIX:
+            pointer["reason"] = json.loads((staging / QUARANTINE_FILE).read_text())["reason"]
+        uploaded = False
+        try:
+            for name in files:
+                self._put(f"{version_key}/{name}", (staging / name).read_bytes())
+            uploaded = True
+            _crash_point("before_swap")
+            self._put(self._object_key(layer, table, f"date={_key(session)}"),
+                      json.dumps(pointer, sort_keys=True).encode())  # the one PUT that publishes
+            _crash_point("after_swap")
+        except BaseException:
+            current = self._read_pointer(layer, table, session) if uploaded else None
+            if current is None or current["version"] != version:
+                with contextlib.suppress(OSError):
+                    self._fs().delete_dir(version_key)
+            raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return versions / version
+
+    def _downloaded(self, layer: str, table: str, session: dt.date | str, pointer: dict) -> Path:
+        """The version's files in the local cache, downloaded once (into staging, then renamed)."""
+        local = self._versions(layer, table, session) / pointer["version"]
+        if local.is_dir():
+            return local
+        local.parent.mkdir(parents=True, exist_ok=True)
+        scratch = local.parent / f"{DOOMED_PREFIX}download-{uuid.uuid4().hex}"
+        try:
+            version_key = self._object_key(layer, table, VERSIONS_DIR, _key(session), pointer["version"])
+            for name in pointer["files"]:
+                (scratch / name).parent.mkdir(parents=True, exist_ok=True)
+                with self._fs().open_input_stream(f"{version_key}/{name}") as source:
+                    (scratch / name).write_bytes(source.read())
+            with contextlib.suppress(OSError):  # another reader of this version renamed its copy first
+                scratch.rename(local)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return local
+
+    def _read_pointer(self, layer: str, table: str, session: dt.date | str) -> dict | None:
+        try:
+            with self._fs().open_input_stream(self._object_key(layer, table, f"date={_key(session)}")) as stream:
+                return json.loads(stream.read())
+        except FileNotFoundError:
+            return None
+
+    def _read_pointer_with_time(self, layer: str, table: str, session: str) -> tuple[dict | None, float]:
+        from pyarrow import fs as pafs
+
+        info = self._fs().get_file_info(self._object_key(layer, table, f"date={session}"))
+        if info.type != pafs.FileType.File:
+            return None, 0.0
+        return self._read_pointer(layer, table, session), info.mtime.timestamp()
+
+    def _pointers(self, layer: str, table: str) -> dict[str, dict]:
+        """Session → pointer of every partition of the table (one listing, then the pointers in parallel)."""
+        from pyarrow import fs as pafs
+
+        infos = self._fs().get_file_info(pafs.FileSelector(self._object_key(layer, table), allow_not_found=True))
+        sessions = [info.base_name.removeprefix("date=") for info in infos
+                    if info.type == pafs.FileType.File and info.base_name.startswith("date=")]
+        with ThreadPoolExecutor(POINTER_READERS) as pool:
+            pointers = pool.map(lambda day: self._read_pointer(layer, table, day), sessions)
+        return {day: pointer for day, pointer in zip(sessions, pointers, strict=True) if pointer is not None}
+
+    def _table_keys(self, layer: str | None, table: str | None) -> list[str]:
+        from pyarrow import fs as pafs
+
+        def children(key: str) -> list[str]:
+            infos = self._fs().get_file_info(pafs.FileSelector(key, allow_not_found=True))
+            return [info.path for info in infos if info.type == pafs.FileType.Directory]
+
+        layers = [self._object_key(layer)] if layer else children(self._bucket_key())
+        return [key for layer_key in layers
+                for key in ([f"{layer_key}/{table}"] if table else children(layer_key))]
+
+    def _put(self, key: str, payload: bytes) -> None:
+        """One PUT of a whole object: visible complete or not at all."""
+        with self._fs().open_output_stream(key, metadata={}) as stream:
+            stream.write(payload)
+
+    def _bucket_key(self) -> str:
+        return self.uri.removeprefix("s3://")
+
+    def _object_key(self, *parts: str) -> str:
+        return "/".join([self._bucket_key(), *parts])
+
+    def _uri(self, *parts: str) -> str:
+        return "s3://" + self._object_key(*parts)
+
+    def _fs(self):
+        return _filesystem(self.settings)
+
+
+_FILESYSTEMS: dict[tuple[ObjectStoreSettings, int], object] = {}
+
+
+def _filesystem(settings: ObjectStoreSettings):
+    """One S3 client per settings and process (a forked worker makes its own: AWS SDK state does not survive fork)."""
+    key = (settings, os.getpid())
+    if key not in _FILESYSTEMS:
+        _FILESYSTEMS[key] = settings.filesystem()
+    return _FILESYSTEMS[key]
+
+
+def _is_tombstone_pointer(pointer: dict) -> bool:
+    return pointer["version"].startswith(TOMBSTONE_PREFIX)
+
+
+def _pointer_data_file(pointer: dict) -> str:
+    return _data_file_name(pointer["version"].removeprefix(VERSION_PREFIX))

@@ -6,6 +6,7 @@ the CLI and the tests see the same project home:
 | variable | meaning | default |
 |---|---|---|
 | SPYMASTER_HOME | project home: lake/, raw/, dagster/, warehouse.duckdb, mlflow.db | `<repo>/.spymaster` |
+| SPYMASTER_LAKE_URI | the lake on an object store, `s3://bucket/prefix` (AWS_ENDPOINT_URL etc. say how to reach it) | `<home>/lake` |
 | SPYMASTER_SOURCE | synthetic / local / databento | databento if DATABENTO_API_KEY is set, else synthetic |
 | SPYMASTER_SYNTHETIC_SCALE | tiny / small / realistic | small |
 | SPYMASTER_SYNTHETIC_SEED | simulator seed | 7 |
@@ -38,10 +39,11 @@ def spymaster_home() -> Path:
 class LakeResource(dg.ConfigurableResource):
     """The Hive-partitioned Parquet lake."""
 
-    root: str = Field(description="Lake root directory")
+    root: str = Field(description="Lake root directory, or an object-store URI (s3://bucket/prefix)")
+    cache_dir: str | None = Field(default=None, description="Local staging and downloads of an object-store lake")
 
     def lake(self) -> Lake:
-        return Lake(Path(self.root))
+        return Lake.at(self.root, Path(self.cache_dir) if self.cache_dir else None)
 
 
 class MarketDataResource(dg.ConfigurableResource):
@@ -124,7 +126,7 @@ def resources_from_env(env: dict[str, str] | None = None) -> dict[str, dg.Config
         databento_api_key=dg.EnvVar("DATABENTO_API_KEY") if has_key else None,
     )
     return {
-        "lake": LakeResource(root=str(home / "lake")),
+        "lake": LakeResource(root=env.get("SPYMASTER_LAKE_URI") or str(home / "lake"), cache_dir=str(home / "lake-cache")),
         "market_data": market_data,
         "settings": PipelineSettings(),
         "duckdb": DuckDBResource(database=str(home / "warehouse.duckdb")),
