@@ -28,6 +28,7 @@ from spymaster_assets.live.replay import Replay, SessionData, read_session
 from spymaster_assets.ml.serving import model_answer
 from spymaster_assets.silver.inputs import BOOK_LOOKBACK_MIN, load_session_inputs
 from spymaster_assets_tests.conftest import SYNTHETIC_SESSIONS
+from spymaster_assets_tests.test_ml_assets import built  # noqa: F401  (the fixture: as-of models over 16 sessions)
 
 pytestmark = pytest.mark.slow
 DAY = dt.date.fromisoformat(SYNTHETIC_SESSIONS[1])  # the second session: the first one's as-of artifacts serve it
@@ -258,3 +259,53 @@ def test_real_t0_session_replays_equal_to_batch(real_t0_lake):
             assert s.retrieval is None
         else:
             assert s.retrieval.probabilities["BREAK"] == pytest.approx(batch["retrieval"]["probabilities"]["BREAK"], abs=1e-12)
+
+
+def test_model_answer_and_trust_come_from_the_as_of_model_and_earlier_predictions(built):
+    from spymaster_assets.lib.calendar import sessions_before
+    from spymaster_assets.live.analogs import TrustTable
+    from spymaster_assets.ml.model_store import load_model
+    from spymaster_assets.ml.serving import ServingModel, explain_setups
+    from spymaster_assets.ml.training import read_window
+    from spymaster_assets_tests.test_ml_assets import SESSIONS as ML_SESSIONS
+
+    _, lake, _ = built
+    session = ML_SESSIONS[-1]
+    served = ServingModel.load(lake, session)
+    setup = lake.read("gold", "episodes", session)[:1]
+    answer = served.answer(setup, dt.time(10, 0), setup["level_kind"][0])
+    predictor, _, provenance = load_model(lake, session)
+    window = read_window(lake, [d for d in lake.partitions("gold", "episodes")
+                                if provenance["trained_on_first"] <= d <= provenance["trained_on_last"]])
+    assert answer["prediction"] == explain_setups(predictor, setup, window)[0]["prediction"]
+    assert answer["trained_on_last"] < str(session)
+    # Trust: the realised BREAK share of the decisive earlier predictions in the answer's 0.1 bucket.
+    p = answer["prediction"]["p_break"]
+    earlier = [lake.read("ml", "break_predictions", d) for d in ML_SESSIONS if d < session]
+    scored = pl.concat(earlier).filter(pl.col("label").is_in(["BREAK", "REJECT"]))
+    p_dec, hit = scored["p_break_decisive"].to_numpy(), (scored["label"] == "BREAK").to_numpy()
+    in_bucket = np.minimum(np.floor(p_dec * 10), 9) == min(np.floor(p * 10), 9)
+    trust = TrustTable.load(lake, session).trust(p, None, dt.date.fromisoformat(answer["model_as_of"]))
+    assert trust.bucket_n == int(in_bucket.sum()) > 0
+    assert trust.bucket_hit_rate == pytest.approx(hit[in_bucket].mean())
+    assert all(d < session for d in sessions_before(session, 250))
+
+
+def test_projection_updates_are_the_as_of_projectors_paths_at_t():
+    from spymaster_assets.lib import stream_projections as P
+    from spymaster_assets.live.engine import project
+    from spymaster_assets_tests.test_stream_projections import BAR_NS, T0_NS, mean_reverting_streams
+
+    history = mean_reverting_streams(sessions=6)
+    projector = P.StreamProjector.fit(P.projection_samples(history, "sigma_p"), "sigma_p", P.ProjectionConfig(n_estimators=20))
+    today = mean_reverting_streams(sessions=1, seed=9)
+    t = T0_NS + 40 * BAR_NS
+    projected = project({"sigma_p": projector}, today.filter(pl.col("t_ns") <= t), t)
+    assert set(projected) == {"OR_HIGH", "PM_LOW"}
+    samples = P.projection_samples(today, "sigma_p", with_targets=False).filter(pl.col("t_ns") == t)
+    expected = projector.paths(samples)
+    for i, kind in enumerate(samples["level_kind"].to_list()):
+        band = projected[kind]["sigma_p"]
+        assert band.q10 == pytest.approx(expected[i, 0].tolist()) and band.q90 == pytest.approx(expected[i, 2].tolist())
+        assert len(band.q50) == P.HORIZON and all(lo <= mid <= hi for lo, mid, hi in zip(band.q10, band.q50, band.q90))
+    assert project({"sigma_p": projector}, today, T0_NS + 3 * BAR_NS) == {}  # no full look-back yet: nothing projected
