@@ -144,7 +144,12 @@ def test_candles_are_the_batch_two_minute_bars(lake, replayed):
     _, sent = replayed
     bars = lake.read("silver", "bars_2m", DAY)
     final = [m for m in sent if m.type == "candle" and m.final]
-    assert final and final[0].time_et == "09:24:00"
+    # The first message brings the closed bars since 04:00 ET (context for the chart), then bars close live.
+    history = [c for c in final if c.ts_ns <= et_to_ns(DAY, dt.time(9, 22, 30))]
+    assert history[0].time_et == "04:02:00" and history[-1].time_et == "09:22:00"
+    assert [c.bar_start_ns for c in history] == bars.filter(pl.col("bar_start_ns").is_between(
+        et_to_ns(DAY, dt.time(4, 0)), et_to_ns(DAY, dt.time(9, 20))))["bar_start_ns"].to_list()
+    assert [c.time_et for c in final if c not in history][0] == "09:24:00"
     for c in final:
         bar = bars.filter(pl.col("bar_start_ns") == c.bar_start_ns).row(0, named=True)
         assert (c.open, c.high, c.low, c.close, c.volume) == (bar["open"], bar["high"], bar["low"], bar["close"], bar["volume"])
@@ -192,7 +197,11 @@ def test_warm_up_emits_nothing_before_the_start_yet_keeps_every_row(lake):
     engine = LiveEngine(data, SessionArtifacts.load(lake, DAY))
     start = dt.time(9, 50)
     sent = list(run(Replay(data, speed=0, start=start, end=dt.time(10, 0)), engine))
-    assert sent and min(m.ts_ns for m in sent) > et_to_ns(DAY, start)
+    start_ns = et_to_ns(DAY, start)
+    live = [m for m in sent if not (m.type == "candle" and m.final and m.ts_ns <= start_ns)]
+    assert live and min(m.ts_ns for m in live) > start_ns and {m.type for m in live} >= {"stream_update", "candle"}
+    # What precedes the start is only the chart's context: closed bars, sent first, with the first live message.
+    assert sent[: len(sent) - len(live)] == [m for m in sent if m not in live]
     assert engine.state["t_ns"].min() == session_window(DAY).rth_open_ns  # 09:30 onwards, though silent
 
 
@@ -223,7 +232,7 @@ def test_replay_source_lists_sessions_with_artifacts_and_replays(lake):
     stream = source.replay(DAY, 0, dt.time(9, 29))
     first = [next(stream) for _ in range(2)]
     stream.close()
-    assert all(m.type == "candle" for m in first) and first[0].time_et == "09:29:30"
+    assert all(m.type == "candle" for m in first) and first[0].time_et == "04:02:00"
 
 
 @pytest.fixture(scope="module")

@@ -157,22 +157,20 @@ class SessionArtifacts:
         if result is None or result.n_neighbours == 0:
             return []
         out = []
-        for n in result.neighbours.head(ANALOGS_SHOWN).iter_rows(named=True):
+        # A neighbour without excursions (never expected of a labelled episode) is not drawn rather than drawn wrong.
+        shown = result.neighbours.filter(pl.col("mfe_atr").is_not_null() & pl.col("mae_atr").is_not_null())
+        for n in shown.head(ANALOGS_SHOWN).iter_rows(named=True):
             dir_sign = 1 if n["direction"] == "UP" else -1
             path, _ = analog_path(self.bars_1m(n["session"]), n["ts_ns"], n["level_price"], dir_sign)
             out.append(m.Analog(session=n["session"], level_kind=n["level_kind"], direction=n["direction"],
                                 similarity=n["similarity"], weight=n["weight"], outcome=n["label"],
-                                mfe_atr=_float(n["mfe_atr"]), mae_atr=_float(n["mae_atr"]), path_step_s=PATH_STEP_S,
+                                mfe_atr=n["mfe_atr"], mae_atr=n["mae_atr"], path_step_s=PATH_STEP_S,
                                 path_start_s=-PATH_BEFORE_S, path_atr=path))
         return out
 
 
 def _int(value) -> int | None:
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else int(value)
-
-
-def _float(value) -> float:
-    return float("nan") if value is None else float(value)
 
 
 def retrieval_answer(result: RetrievalResult) -> m.RetrievalAnswer:

@@ -126,6 +126,7 @@ class LiveEngine:
         self._smoother = OutcomeSmoother(SMOOTHING_HALF_LIFE_QUERIES)
         self._bar_builder = BarBuilder()
         self._levels_cache: tuple[int, pl.DataFrame] | None = None
+        self._history_sent = False
 
     def _levels(self, inputs: SessionInputs, bars: SessionBars, t_ns: int) -> pl.DataFrame:
         """`build_levels` again only when a 1-min bar has closed: every level becomes known (or
@@ -182,6 +183,9 @@ class LiveEngine:
         levels = self._levels(inputs, bars, t_ns)
         out: list[m.BaseModel] = []
         if emit:
+            if not self._history_sent:
+                out += self._history(t_ns, bars.bars_2m, levels)
+                self._history_sent = True
             candle = self._candle(t_ns, bars.bars_2m, levels)
             if candle is not None:
                 out.append(candle)
@@ -200,6 +204,24 @@ class LiveEngine:
 
     def _frame(self, t_ns: int) -> dict:
         return {"session": self.data.session, "ts_ns": t_ns, "time_et": clock_of(t_ns)}
+
+    def _history(self, t_ns: int, bars_2m: pl.DataFrame, levels: pl.DataFrame) -> list[m.Candle]:
+        """With the first message, the 2-min bars closed since the premarket (04:00 ET) before the
+        current one, as final candles stamped at their close: the chart opens with its context."""
+        closed = bars_2m.filter((pl.col("bar_start_ns") >= self.window.premarket_start_ns)
+                                & (pl.col("bar_start_ns") + CANDLE_NS < t_ns))
+        if closed.height == 0:
+            return []
+        ends = closed["bar_end_ns"].to_numpy()
+        known = levels_asof(levels, ends) if levels.height else pl.DataFrame(schema={"t_ns": pl.Int64, "level_kind": pl.Utf8,
+                                                                                       "level_price": pl.Float64})
+        by_end: dict[int, dict[str, float]] = {}
+        for end, kind, price in known.select("t_ns", "level_kind", "level_price").iter_rows():
+            by_end.setdefault(end, {})[kind] = price
+        return [m.Candle(**self._frame(bar["bar_end_ns"]), bar_start_ns=bar["bar_start_ns"], open=bar["open"],
+                         high=bar["high"], low=bar["low"], close=bar["close"], volume=int(bar["volume"]), final=True,
+                         levels=[m.LevelLine(kind=k, price=by_end.get(bar["bar_end_ns"], {}).get(k)) for k in LEVEL_KINDS])
+                for bar in closed.iter_rows(named=True)]
 
     def _candle(self, t_ns: int, bars_2m: pl.DataFrame, levels: pl.DataFrame) -> m.Candle | None:
         forming = bars_2m.filter((pl.col("bar_start_ns") < t_ns) & (pl.col("bar_start_ns") + CANDLE_NS >= t_ns))
