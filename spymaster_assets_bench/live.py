@@ -72,6 +72,8 @@ def main() -> None:
             counts.update(m.type for m in engine.step(events.end_ns, emit=not events.warmup))
     wall = time.perf_counter() - began
     steps = np.array(engine.step_seconds) * 1e3
+    cpu = np.array(engine.step_cpu_seconds) * 1e3
+    load = os.getloadavg()
     real_s = (replay.end_ns - replay.start_ns) / 1e9
     print(f"live replay of {SESSION} (tier {data.tier}), 09:22–12:30 at speed 0 with signals")
     print(f"  tables: {', '.join(f'{k} {v.height:,}' for k, v in data.tables.items())}")
@@ -80,6 +82,8 @@ def main() -> None:
     print(f"  {real_s / 60:.0f} min of market in {wall:.1f} s: {real_s / wall:.1f}× real time (target ≥ 50×)")
     print(f"  per-boundary compute: p50 {np.percentile(steps, 50):.0f} ms, p99 {np.percentile(steps, 99):.0f} ms, "
           f"max {steps.max():.0f} ms over {steps.size} boundaries (target ≤ 50 ms)")
+    print(f"  the same in process CPU time: p50 {np.percentile(cpu, 50):.0f} ms, p99 {np.percentile(cpu, 99):.0f} ms "
+          f"(load average {load[0]:.1f} on {os.cpu_count()} cores while measured)")
     print(f"  messages: {dict(counts)}")
     print("  boundary time by phase: " + ", ".join(f"{k} {v / len(steps) * 1e3:.0f} ms" for k, v in engine.phase_seconds.items()))
     print(f"  model serving: {'yes, as of ' + artifacts.model.model_as_of if artifacts.model and artifacts.model.predictor else 'no model for this session'}; "

@@ -111,7 +111,8 @@ class LiveEngine:
     config: StateConfig = field(default_factory=StateConfig)
     state: pl.DataFrame | None = field(default=None, init=False)  # the rows so far (silver/state columns)
     streams: pl.DataFrame | None = field(default=None, init=False)
-    step_seconds: list[float] = field(default_factory=list, init=False)  # compute time per grid boundary
+    step_seconds: list[float] = field(default_factory=list, init=False)  # compute (wall) time per grid boundary
+    step_cpu_seconds: list[float] = field(default_factory=list, init=False)  # the same in process CPU time
     phase_seconds: dict[str, float] = field(default_factory=dict, init=False)  # where that time went, summed
 
     def __post_init__(self) -> None:
@@ -176,7 +177,7 @@ class LiveEngine:
         in_analysis = self.window.rth_open_ns <= t_ns <= self.window.analysis_end_ns
         if not emit and not in_analysis:
             return []
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         self._consolidate(t_ns)
         inputs = self.inputs()
         bars = self._bar_builder.bars(inputs, t_ns)
@@ -197,6 +198,7 @@ class LiveEngine:
             self._phase("anchors and the state row", mark)
             out += self._rows_at(t_ns, rows, emit)
         self.step_seconds.append(time.perf_counter() - began)
+        self.step_cpu_seconds.append(time.process_time() - began_cpu)
         return out
 
     def _phase(self, name: str, since: float) -> None:
