@@ -50,6 +50,7 @@ def build_lake(home: Path) -> None:
 
 def main() -> None:
     from spymaster_assets.lake import Lake
+    from spymaster_assets.lib.calendar import ns_to_et
     from spymaster_assets.live.analogs import SessionArtifacts
     from spymaster_assets.live.engine import LiveEngine, run
     from spymaster_assets.live.replay import Replay, read_session
@@ -70,6 +71,10 @@ def main() -> None:
         engine.feed(events)
         if events.end_ns % 30_000_000_000 == 0:
             counts.update(m.type for m in engine.step(events.end_ns, emit=not events.warmup))
+            if len(engine.step_seconds) % 60 == 0 and engine.step_seconds:
+                recent = np.array(engine.step_seconds[-60:]) * 1e3
+                print(f"    … {ns_to_et(events.end_ns):%H:%M:%S} after {time.perf_counter() - began:.0f} s: last 60 "
+                      f"boundaries p50 {np.percentile(recent, 50):.0f} ms, p99 {np.percentile(recent, 99):.0f} ms", flush=True)
     wall = time.perf_counter() - began
     steps = np.array(engine.step_seconds) * 1e3
     cpu = np.array(engine.step_cpu_seconds) * 1e3
