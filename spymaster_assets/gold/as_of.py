@@ -301,12 +301,16 @@ class AsOf:
 def setup_at(store: Lake, session: dt.date, clock: dt.time, level_kind: str) -> tuple[pl.DataFrame, dict]:
     """"What if price touched `level_kind` at `clock` ET": the setup vector (as if an anchor
     happened then) and the state row it was described from."""
-    state = store.read("silver", "state", session)
-    at_ns = et_to_ns(session, clock)
+    return setup_from_state(store.read("silver", "state", session), session, et_to_ns(session, clock), level_kind)
+
+
+def setup_from_state(state: pl.DataFrame, session: dt.date, at_ns: int, level_kind: str) -> tuple[pl.DataFrame, dict]:
+    """`setup_at` on state rows in hand (the batch table, or the live engine's rows so far):
+    only rows at or before `at_ns` are read."""
     rows = state.filter((pl.col("level_kind") == level_kind) & (pl.col("t_ns") <= at_ns)).sort("t_ns")
     if rows.height == 0:
         known = sorted(state["level_kind"].unique().to_list())
-        raise ValueError(f"{level_kind} has no state at or before {clock} on {session} (levels with state: {known})")
+        raise ValueError(f"{level_kind} has no state at or before {at_ns} ns on {session} (levels with state: {known})")
     row = rows.row(-1, named=True)
     if row["t_ns"] == at_ns:  # a grid time (every HH:MM in the session): described once for all of them
         setups = grid_setups(store, session, str(store.partition_file("silver", "state", session)))

@@ -153,10 +153,21 @@ def build_state(
     levels: pl.DataFrame,
     events: pl.DataFrame,
     config: StateConfig = StateConfig(),
+    times: np.ndarray | None = None,
 ) -> pl.DataFrame:
-    """One row per (30 s grid time, active level) with every feature family the tier supplies."""
+    """One row per (30 s grid time, active level) with every feature family the tier supplies.
+
+    `times` (default: the whole session grid) restricts the rows to some grid times: every
+    feature at t reads data ≤ t only, so the live engine asks for the newest grid time on its
+    buffered inputs and gets the row the batch table holds for it."""
     window = session_window(inputs.session)
-    times = grid_times(window.rth_open_ns, window.analysis_end_ns, config.grid_step_s)
+    all_times = grid_times(window.rth_open_ns, window.analysis_end_ns, config.grid_step_s)
+    if times is None:
+        times = all_times
+    else:
+        times = np.asarray(times, dtype=np.int64)
+        if not np.isin(times, all_times).all():
+            raise ValueError("build_state: times must be points of the session's grid")
     path = spot_path(inputs, bars)
     atr_known = bars.bars_1m.filter(pl.col("atr").is_not_null())
     market = pl.DataFrame(
