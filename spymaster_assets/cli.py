@@ -385,6 +385,44 @@ def serve(host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
+# --- live replay: engine + WebSocket server + dashboard -------------------------------------
+
+@main.command()
+@click.option("--replay", "session", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="start replaying this session at once (otherwise pick one on the page)")
+@click.option("--speed", type=float, default=0.0, show_default=True, help="0 = as fast as possible, 1 = real time")
+@click.option("--start", type=click.DateTime(["%H:%M"]), default="09:22", show_default=True, help="ET clock time")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=4070, show_default=True)
+@click.option("--record", type=click.Path(dir_okay=False), default=None, help="append every frame sent to this JSON-lines log")
+@click.option("--schema", "print_schema", is_flag=True, help="print the WebSocket messages' JSON schema and exit")
+def live(session: dt.datetime | None, speed: float, start: dt.datetime, host: str, port: int, record: str | None,
+         print_schema: bool) -> None:
+    """Replay a session through the incremental engine and serve the trader's dashboard (and /api/query)."""
+    import json
+
+    if print_schema:
+        from .live.messages import message_json_schema
+
+        click.echo(json.dumps(message_json_schema(), indent=2))
+        return
+    from .lake import Lake
+    from .live.engine import EngineReplaySource
+    from .live.query_api import query_routes
+    from .live.server import run_server
+
+    lake = Lake(spymaster_home() / "lake")
+    source = EngineReplaySource(lake)
+    if not source.sessions():
+        raise click.ClickException(f"no session in {lake.root} has bronze data and its as-of artifacts: run `spymaster demo` "
+                                   "or backfill sessions first")
+    if session is not None and session.date() not in source.sessions():
+        raise click.ClickException(f"{session.date()} cannot be replayed from {lake.root} (replayable: "
+                                   f"{', '.join(map(str, source.sessions()))})")
+    run_server(source, host, port, record=record, replay=None if session is None else session.date(), speed=speed,
+               start=start.time(), extra_routes=query_routes(lake))
+
+
 # --- Pentaview streams (gold/streams, gold/alerts) --------------------------------------------
 
 @main.command()

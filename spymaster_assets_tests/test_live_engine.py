@@ -309,7 +309,7 @@ def test_projection_updates_are_the_as_of_projectors_paths_at_t():
     projector = P.StreamProjector.fit(P.projection_samples(history, "sigma_p"), "sigma_p", P.ProjectionConfig(n_estimators=20))
     today = mean_reverting_streams(sessions=1, seed=9)
     t = T0_NS + 40 * BAR_NS
-    projected = project({"sigma_p": projector}, today.filter(pl.col("t_ns") <= t), t)
+    projected = project(P.ProjectionModels({"sigma_p": projector}), today.filter(pl.col("t_ns") <= t), t)
     assert set(projected) == {"OR_HIGH", "PM_LOW"}
     samples = P.projection_samples(today, "sigma_p", with_targets=False).filter(pl.col("t_ns") == t)
     expected = projector.paths(samples)
@@ -317,4 +317,41 @@ def test_projection_updates_are_the_as_of_projectors_paths_at_t():
         band = projected[kind]["sigma_p"]
         assert band.q10 == pytest.approx(expected[i, 0].tolist()) and band.q90 == pytest.approx(expected[i, 2].tolist())
         assert len(band.q50) == P.HORIZON and all(lo <= mid <= hi for lo, mid, hi in zip(band.q10, band.q50, band.q90))
-    assert project({"sigma_p": projector}, today, T0_NS + 3 * BAR_NS) == {}  # no full look-back yet: nothing projected
+    assert project(P.ProjectionModels({"sigma_p": projector}), today, T0_NS + 3 * BAR_NS) == {}  # no full look-back yet: nothing projected
+
+
+def test_the_server_replays_the_engine_over_the_websocket_with_the_query_api_beside_it(lake):
+    """What `spymaster live` serves: the real engine behind the real server; a client asks for a replay and gets
+    the session's frames, each valid, and the warm query endpoint answers on the same server."""
+    import jsonschema
+    from starlette.testclient import TestClient
+
+    from spymaster_assets.live.query_api import query_routes
+    from spymaster_assets.live.server import create_app
+
+    validator = jsonschema.Draft202012Validator(messages.message_json_schema()["server"])
+    app = create_app(EngineReplaySource(lake), extra_routes=query_routes(lake))
+    seen: dict[str, int] = {}
+    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+        assert ws.receive_json()["type"] == "snapshot"
+        ws.send_json({"type": "replay", "session": DAY.isoformat(), "speed": 0, "start": "09:45"})
+        for _ in range(20_000):
+            frame = ws.receive_json()
+            validator.validate(frame)
+            assert frame["type"] != "error", frame
+            seen[frame["type"]] = seen.get(frame["type"], 0) + 1
+            if frame["type"] == "stream_update" and frame["time_et"] >= "09:50:00":
+                break
+            assert not (frame["type"] == "status" and seen.get("candle") and not frame["running"]), seen
+        answer = client.get("/api/query", params={"date": DAY.isoformat(), "time": "09:50", "level": "PM_HIGH"})
+    assert seen.get("candle", 0) > 0 and seen.get("stream_update", 0) > 0 and "error" not in seen
+    assert answer.status_code == 200 and answer.json()["level_kind"] == "PM_HIGH"
+
+
+def test_the_documented_schema_file_is_the_contract():
+    import json
+    from pathlib import Path
+
+    documented = Path(__file__).resolve().parents[1] / "docs" / "live_messages.schema.json"
+    assert json.loads(documented.read_text()) == messages.message_json_schema(), \
+        "docs/live_messages.schema.json is stale: regenerate it with `spymaster live --schema > docs/live_messages.schema.json`"

@@ -66,7 +66,7 @@ def expected_state(frames):
 
 def test_a_replay_sends_every_engine_frame_in_order_each_one_valid_against_the_documented_schema(log_path, frames):
     validator = jsonschema.Draft202012Validator(message_json_schema()["server"])
-    app = create_app(RecordedReplaySource(log_path))
+    app = create_app(RecordedReplaySource(log_path), queue_capacity=100_000)  # every frame: no drops even under load
     with TestClient(app) as client, client.websocket_connect("/ws") as ws:
         hello = ws.receive_json()
         assert hello["type"] == "snapshot" and hello["status"]["sessions"] == [str(SESSION)]

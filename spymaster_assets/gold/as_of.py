@@ -301,22 +301,30 @@ class AsOf:
 def setup_at(store: Lake, session: dt.date, clock: dt.time, level_kind: str) -> tuple[pl.DataFrame, dict]:
     """"What if price touched `level_kind` at `clock` ET": the setup vector (as if an anchor
     happened then) and the state row it was described from."""
-    return setup_from_state(store.read("silver", "state", session), session, et_to_ns(session, clock), level_kind)
+    at_ns = et_to_ns(session, clock)
+    state = store.read("silver", "state", session)
+    rows = state_up_to(state, session, at_ns, level_kind)
+    if rows["t_ns"][-1] == at_ns:  # a grid time (every HH:MM in the session): described once for all of them
+        setups = grid_setups(store, session, str(store.partition_file("silver", "state", session)))
+        return setups.filter(pl.col("episode_id") == query_anchor_id(session, level_kind, at_ns)), rows.row(-1, named=True)
+    return describe_setups(state, query_anchors(rows.tail(1), session, at_ns), session_window(session).rth_open_ns), \
+        rows.row(-1, named=True)
 
 
 def setup_from_state(state: pl.DataFrame, session: dt.date, at_ns: int, level_kind: str) -> tuple[pl.DataFrame, dict]:
-    """`setup_at` on state rows in hand (the batch table, or the live engine's rows so far):
-    only rows at or before `at_ns` are read."""
+    """`setup_at` on state rows in hand (the live engine's rows so far): only rows at or before `at_ns` are read."""
+    rows = state_up_to(state, session, at_ns, level_kind)
+    return describe_setups(state, query_anchors(rows.tail(1), session, at_ns), session_window(session).rth_open_ns), \
+        rows.row(-1, named=True)
+
+
+def state_up_to(state: pl.DataFrame, session: dt.date, at_ns: int, level_kind: str) -> pl.DataFrame:
+    """The level's state rows at or before `at_ns`, oldest first; an error naming the levels that have state if none."""
     rows = state.filter((pl.col("level_kind") == level_kind) & (pl.col("t_ns") <= at_ns)).sort("t_ns")
     if rows.height == 0:
         known = sorted(state["level_kind"].unique().to_list())
         raise ValueError(f"{level_kind} has no state at or before {at_ns} ns on {session} (levels with state: {known})")
-    row = rows.row(-1, named=True)
-    if row["t_ns"] == at_ns:  # a grid time (every HH:MM in the session): described once for all of them
-        setups = grid_setups(store, session, str(store.partition_file("silver", "state", session)))
-        return setups.filter(pl.col("episode_id") == query_anchor_id(session, level_kind, at_ns)), row
-    anchor = query_anchors(rows.tail(1), session, at_ns)
-    return describe_setups(state, anchor, session_window(session).rth_open_ns), row
+    return rows
 
 
 def history_for(store: Lake, session: dt.date, sessions: int = INDEX_LOOKBACK_SESSIONS,

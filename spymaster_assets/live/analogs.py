@@ -1,7 +1,7 @@
 """What the live engine answers from, all as of the session, and the approach signal it builds.
 
 `SessionArtifacts.load(store, D)` reads D's own partitions only — each fitted or built on
-sessions strictly before D: gold/stream_normalization and gold/stream_projection_models (streams),
+sessions strictly before D: gold/stream_normalization and ml/projection_models (streams),
 gold/similarity_index via `AsOf` (retrieval), ml/break_model via `ServingModel` (probability and
 drivers), earlier sessions' silver/bars_1m (the analogs' price paths) and earlier sessions'
 ml/break_predictions (the trust block: how often answers in this probability bucket came true).
@@ -16,10 +16,11 @@ import numpy as np
 import polars as pl
 
 from ..gold.as_of import AsOf, setup_from_state
-from ..gold.streams import load_projectors
 from ..lake import Lake
 from ..lib.calendar import ns_to_et, sessions_before, session_window
 from ..lib.retrieval import OutcomeSmoother, RetrievalResult
+from ..lib.stream_projections import ProjectionModels
+from ..ml.projections import LAYER as PROJECTION_LAYER, MODELS_TABLE as PROJECTION_MODELS, load_projectors, read_meta
 from ..ml.serving import ServingModel
 from . import messages as m
 
@@ -82,7 +83,7 @@ class SessionArtifacts:
     store: Lake
     session: dt.date
     stream_stats: pl.DataFrame
-    projectors: dict
+    projectors: ProjectionModels
     projection_as_of: dt.date | None
     as_of: AsOf | None
     model: ServingModel | None
@@ -93,10 +94,10 @@ class SessionArtifacts:
     def load(cls, store: Lake, session: dt.date) -> SessionArtifacts:
         if not store.has_partition("gold", "stream_normalization", session):
             raise FileNotFoundError(f"no gold/stream_normalization for {session}: materialize the session's as-of assets first")
-        projectors, projection_as_of = {}, None
-        if store.partition_dir("gold", "stream_projection_models", session).exists():
+        projectors, projection_as_of = ProjectionModels(), None
+        if store.has_partition(PROJECTION_LAYER, PROJECTION_MODELS, session):
             projectors = load_projectors(store, session)
-            projection_as_of = session if projectors else None
+            projection_as_of = dt.date.fromisoformat(read_meta(store, session)["trained_for"]) if projectors else None
         as_of = AsOf(store, session) if store.has_partition("gold", "normalization_stats", session) else None
         return cls(store, session, store.read("gold", "stream_normalization", session), projectors, projection_as_of,
                    as_of, ServingModel.load(store, session), TrustTable.load(store, session))

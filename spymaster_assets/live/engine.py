@@ -31,7 +31,8 @@ from ..lib.live_window import book_window_s, trailing
 from ..lib.retrieval import OutcomeSmoother
 from ..lib.state import OptionsInputs, SessionBars, SessionInputs, StateConfig, build_bars, build_levels, build_state, find_session_anchors
 from ..lib.stream_alerts import ALERTS, compute_alerts
-from ..lib.stream_projections import HORIZON, QUANTILES, projection_samples
+from ..lib.stream_projections import HORIZON, LOOKBACK, ProjectionModels
+from ..lib.stream_projections import project as project_bands
 from ..lib.streams import compute_streams
 from . import messages as m
 from .analogs import SessionArtifacts
@@ -302,18 +303,16 @@ class LiveEngine:
         return out
 
 
-def project(projectors: dict, streams: pl.DataFrame, t_ns: int) -> dict[str, dict[str, m.QuantilePath]]:
-    """Per level at t, the projected q10/q50/q90 paths of every stream with an as-of model (the
-    one place the engine calls the projection models)."""
+def project(models: ProjectionModels, streams: pl.DataFrame, t_ns: int) -> dict[str, dict[str, m.QuantilePath]]:
+    """Per level at t, the projected q10/q50/q90 paths of every stream with an as-of model: the batch's own
+    `lib.stream_projections.project` on each level's last rows (the one place the engine calls the models)."""
+    recent = streams.filter(pl.col("t_ns") > t_ns - (LOOKBACK + 2) * GRID_NS).filter(pl.col("t_ns") <= t_ns)
+    bands = project_bands(models, recent, latest_only=True).filter(pl.col("t_ns") == t_ns).sort(
+        ["level_kind", "stream", "horizon"])
     out: dict[str, dict[str, m.QuantilePath]] = {}
-    for stream, projector in projectors.items():
-        samples = projection_samples(streams, stream, with_targets=False).filter(pl.col("t_ns") == t_ns)
-        if samples.height == 0:
-            continue
-        paths = projector.paths(samples)
-        for i, kind in enumerate(samples["level_kind"].to_list()):
-            out.setdefault(kind, {})[stream] = m.QuantilePath(
-                **{f"q{int(q * 100)}": paths[i, j].tolist() for j, q in enumerate(QUANTILES)})
+    for (kind, stream), group in bands.group_by(["level_kind", "stream"], maintain_order=True):
+        out.setdefault(kind, {})[stream] = m.QuantilePath(q10=group["q10"].to_list(), q50=group["q50"].to_list(),
+                                                          q90=group["q90"].to_list())
     return out
 
 

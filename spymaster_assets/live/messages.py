@@ -1,8 +1,8 @@
 """The live WebSocket contract (SPEC §11): every frame the server sends or accepts, as pydantic models.
 
 The engine produces `ServerMessage`s; the server validates each one on send (`validate_outgoing`) and the page
-reads them. `message_json_schema()` is the documented JSON schema (written to docs/live_messages.schema.json by
-`spymaster live --schema`). All times are the event clock of the replayed session: `ts_ns` is int64 ns UTC,
+reads them. `message_json_schema()` is the documented JSON schema (`spymaster live --schema` prints it; the copy in
+docs/live_messages.schema.json is pinned by a test). All times are the event clock of the replayed session: `ts_ns` is int64 ns UTC,
 `time_et` the same instant as an America/New_York wall-clock string for display.
 
 Sign conventions are the SPEC's: `distance_atr` = (spot − level) / ATR; direction UP = price below the level
