@@ -41,19 +41,19 @@ session answered by its own as-of partitions; 1050 / 1045 episodes answered by e
     oracle AUC on those planned touches 0.808/0.818; median neighbour similarity 0.250/0.25.
 
 After (vector v3: features at the touch itself, flow_gex_band_2, tape_imbalance_toward_120s;
-4-leaf model, Platt; tree-attribution metric candidate). Same 44 sessions; seed 11 (continuity),
+4-leaf model, Platt; tree-attribution metric candidate). Same 44 sessions; seeds 11 / 23 (continuity),
 seeds 31 / 47 fresh (generated and looked at only for this final run; no tuning run was possible in
 the time — every change was fixed a priori):
 
-    seed                          11 (cont.)   31 (fresh)   47 (fresh)
-    oracle AUC (planned touches)  0.808        0.803        0.835
-    retrieval AUC planned / ratio 0.674/0.834  0.637/0.793  0.677/0.811
-    model AUC planned / ratio     0.679/0.840  0.655/0.815  0.687/0.824
-    ECE retrieval / model         0.036/0.037  0.057/0.047  0.039/0.038
-    best single feature ratio     0.801        0.773        0.792
-    base rate ratio               0.654        0.630        0.661
-    median neighbour similarity   0.256        0.294        0.312
-    model p_break_decisive, dates with ≥ 20 training sessions: ratio 0.870 / 0.867 / 0.834 (planned touches)
+    seed                          11 (cont.)   23 (cont.)   31 (fresh)   47 (fresh)
+    oracle AUC (planned touches)  0.808        0.818        0.803        0.835
+    retrieval AUC planned / ratio 0.674/0.834  0.649/0.794  0.637/0.793  0.677/0.811
+    model AUC planned / ratio     0.679/0.840  0.659/0.806  0.655/0.815  0.687/0.824
+    ECE retrieval / model         0.036/0.037  0.065/0.038  0.057/0.047  0.039/0.038
+    best single feature ratio     0.801        0.701        0.773        0.792
+    base rate ratio               0.654        0.684        0.630        0.661
+    median neighbour similarity   0.256        0.271        0.294        0.312
+    model p_break_decisive, dates with ≥ 20 training sessions: ratio 0.870 / 0.835 / 0.867 / 0.834 (planned touches)
     precursor carried (best |Spearman| with the simulator's z, seed 11 before → after): wall
     0.51 → 0.85 (defending_depth), flow 0.54 → 0.98 (tape_imbalance_toward_120s), gamma 0.25 →
     0.86 (flow_gex_band_2), attempt 0.99, speed 0.78 → 0.79 (velocity_10min; no exact 5-min
