@@ -24,7 +24,7 @@ from spymaster_assets.lib.episodes import (
 from spymaster_assets.lib.events import TouchConfig
 from spymaster_assets.lib.features import registry
 from spymaster_assets.lib.features.context import NEVER_TOUCHED_S
-from spymaster_assets.lib.state import SessionInputs, StateConfig, build_bars, build_state, find_session_anchors
+from spymaster_assets.lib.state import SessionInputs, StateConfig, anchor_state, build_bars, build_state, find_session_anchors
 from spymaster_assets.lib.tiers import tier_rank
 
 S = 1_000_000_000
@@ -168,6 +168,31 @@ def test_t1_distance_is_signed_by_the_anchors_direction():
     assert row["dir_sign"] == 1 and row["d_atr"] < 0  # at the grid time price was below, coming up
     assert first["approach_sign"] == -1.0
     assert first["d_atr_toward"] == pytest.approx(-row["d_atr"])  # below a level tested from above: through it
+
+
+def test_t1_anchor_state_reads_the_touch_itself():
+    """silver/anchor_state evaluates the state at each anchor's own time: the second touch
+    (10:30:20, after 3 min without prints) sees its own anchoring print in the 120 s flow
+    window — which the 10:30:00 grid row cannot — yet still does not count itself as a touch."""
+    inputs = t1_session()
+    bars = build_bars(inputs)
+    events = find_session_anchors(inputs, bars, LEVELS, StateConfig())
+    rows = anchor_state(inputs, bars, LEVELS, events).sort("t_ns")
+    assert rows["event_id"].to_list() == events.sort("ts_ns")["event_id"].to_list()
+    assert rows["t_ns"].to_list() == [at("10:00:10") + S // 2, at("10:30:20")]
+    second = rows.row(1, named=True)
+    assert (second["attempt_index"], second["touches_today"]) == (2, 1)
+    assert second["time_since_last_touch_s"] == pytest.approx(1809.5)
+    # The window (10:28:20, 10:30:20] holds only the prints stamped 10:30:20 (the touch at 101.90
+    # and the regular 2-s print), 2 lots each, one bought and one sold: imbalance 0, not null.
+    at_touch = inputs.trades.filter(pl.col("ts_event") == at("10:30:20"))
+    assert at_touch["aggressor"].sort().to_list() == [-1, 1]
+    assert second["tape_imbalance_120s"] == 0.0 and second["tape_imbalance_toward_120s"] == 0.0
+    assert second["buy_vol_120s"] == 2.0 and second["sell_vol_120s"] == 2.0
+    grid = build_state(inputs, bars, LEVELS, events).filter(pl.col("t_ns") == at("10:30:00")).row(0, named=True)
+    assert grid["tape_imbalance_120s"] is None and grid["buy_vol_120s"] == 0.0  # the grid row 20 s earlier: silence
+    episode = describe_setups(build_state(inputs, bars, LEVELS, events), events, OPEN_NS, anchor_state=rows)
+    assert episode.sort("ts_ns")["buy_vol_120s"].to_list()[1] == 2.0
 
 
 def test_a_window_without_trades_is_encoded_not_missing(t1):

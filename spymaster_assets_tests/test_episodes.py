@@ -147,3 +147,22 @@ def test_robust_z_by_hand():
     assert z[1, col["ofi_60s"]] == pytest.approx(0.5)
     assert z[0, col["sweep_count_60s"]] == 2.0
     assert z.dtype == np.float32
+
+
+def test_anchor_state_describes_the_touch_itself_and_history_still_comes_from_the_grid():
+    """An anchor 20 s after grid row 45: its feature dimensions are the anchor_state row's (the
+    state at the touch), its micro-history and trajectory the grid rows up to row 45."""
+    state = hand_state(60)
+    ts = OPEN_NS + 45 * GRID_NS + 20 * 1_000_000_000
+    at_touch = (state.filter(pl.col("t_ns") == OPEN_NS + 45 * GRID_NS)
+                .with_columns(pl.lit(ts).alias("t_ns"), pl.lit(0.8).alias("tape_imbalance_toward_120s"),
+                              pl.lit(-0.25).alias("d_atr"), pl.lit(3.0).alias("defending_depth"))
+                .with_columns(pl.lit("e1").alias("event_id")))
+    grid_row = describe_setups(state, anchor(ts), OPEN_NS).row(0, named=True)
+    row = describe_setups(state, anchor(ts), OPEN_NS, anchor_state=at_touch).row(0, named=True)
+    assert row["tape_imbalance_toward_120s"] == 0.8 and grid_row["tape_imbalance_toward_120s"] == 1.0
+    assert row["defending_depth"] == 3.0 and row["d_atr"] == -0.25 and row["d_atr_toward"] == -0.25
+    history = [c for c in row if c.startswith(("micro_", "traj_"))]
+    assert history and all(row[c] == grid_row[c] for c in history)
+    with pytest.raises(ValueError, match="without a row in anchor_state"):
+        describe_setups(state, anchor(ts, event_id="e2"), OPEN_NS, anchor_state=at_touch)

@@ -156,6 +156,30 @@ def test_open_interest_conventions():
         dl.DealerConfig(oi_convention="guess")
 
 
+def test_flow_only_gamma_ignores_open_interest_whatever_the_convention():
+    """Customers bought calls at the level today while the standing put OI (by the default
+    convention: customers long puts) says dealers are short gamma there too — and a big call OI
+    says long. flow_gex_band_2 reads today's trades alone: dealers short → negative, under
+    every OI convention; gex_band_2 follows the convention."""
+    defs = definitions()
+    call = iid(defs, "C", 5000.0)
+    mbp = quotes(defs, {i: 0.2 for i in defs["instrument_id"]}, T - M)
+    bought = option_trades(defs, [(T - 10 * S, call, 20.0, 10, 1)])
+    big_call_oi = oi_frame([(call, 5000)])
+    flow_only = []
+    for convention in dl.OI_CONVENTIONS:
+        out = dl.dealer_features(queries([T]), spot_frame([T]), defs, bought, mbp, big_call_oi,
+                                 dl.DealerConfig(oi_convention=convention))
+        flow_only.append(out["flow_gex_band_2"][0])
+        if convention == "customer_long_puts_short_calls":
+            assert out["gex_band_2"][0] > 0  # the assumed written calls outweigh today's buying
+    assert all(v < 0 for v in flow_only) and max(flow_only) == min(flow_only)
+    sold = option_trades(defs, [(T - 10 * S, call, 20.0, 10, -1)])
+    assert dl.dealer_features(queries([T]), spot_frame([T]), defs, sold, mbp, big_call_oi)["flow_gex_band_2"][0] > 0
+    far_level = queries([T], levels=(5030.0,))  # nearest strike 5010: beyond ±2 strikes
+    assert dl.dealer_features(far_level, spot_frame([T]), defs, bought, mbp, None)["flow_gex_band_2"][0] == 0.0
+
+
 def test_flow_and_oi_add_up():
     defs = definitions()
     put = iid(defs, "P", 4995.0)
@@ -175,12 +199,14 @@ def test_band_sums_by_hand():
         "strike": strikes + strikes,
         "right": ["C"] * 8 + ["P"] * 8,
         "gex": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0] + [-10.0] * 8,
+        "flow_gex": [0.5] * 8 + [-1.0] * 8,
     }).sort("t_ns", "strike", "right")
     q = queries([T], levels=(5000.0, 5002.5))
     got = dl._band_sums(state, q, 5.0, dl.DealerConfig())
     # L = 5000: ±1 strike = 4995..5005 → calls 3+4+5, puts −30; ±2 = 4990..5010; ±3 = 4985..5015
     assert got["gex_band_1"][0] == 12 - 30 and got["gex_band_2"][0] == 20 - 50 and got["gex_band_3"][0] == 28 - 70
     assert got["gex_calls_band_2"][0] == 20 and got["gex_puts_band_2"][0] == -50
+    assert got["flow_gex_band_2"][0] == 5 * 0.5 - 5 * 1.0  # 4990..5010: five strikes of each right
     # above 5000 within 3 strikes: 5005, 5010, 5015 → 18 − 30 = −12; below: 4985, 4990, 4995 → 6 − 30 = −24
     assert got["gex_asymmetry"][0] == pytest.approx((-12 - -24) / (12 + 24))
     # L = 5002.5 (between strikes): ±1 strike = [4997.5, 5007.5] → 5000, 5005

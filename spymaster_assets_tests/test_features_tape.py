@@ -116,6 +116,27 @@ def test_default_columns_match_registry():
 # near level
 
 
+def test_imbalance_toward_counts_every_print_and_takes_the_approach_sign():
+    """tape_imbalance_toward_120s: all prints of the last 120 s, wherever they traded, signed by
+    the approach — buyers dominate (buy 10 + 6, sell 4), so + for UP, − for DOWN."""
+    tr = trades_frame(
+        [
+            (-130 * NS, 100.0, 50, "A"),  # before the window (t − 120 s, t]: ignored
+            (-120 * NS, 100.0, 50, "A"),  # exactly t − 120 s: outside (open left edge)
+            (1 * NS, 100.0, 10, "B"),
+            (2 * NS, 150.0, 6, "B"),  # far from any level: still counted
+            (3 * NS, 100.0, 4, "A"),
+            (4 * NS, 100.0, 9, "N"),  # unknown aggressor: neither side
+        ]
+    )
+    out = tape_level_features(tr, queries_at(T0 + 10 * NS, [100.0, 100.0, 300.0], [1, -1, -1]))
+    assert out["tape_imbalance_toward_120s"].to_list() == [
+        pytest.approx(12 / 20), pytest.approx(-12 / 20), pytest.approx(-12 / 20)]
+    quiet = tape_level_features(tr, queries_at(T0 + 400 * NS, [100.0], [1]))
+    assert quiet["tape_imbalance_toward_120s"].to_list() == [None]  # no aggression: the registry's 0
+    assert tape.NO_AGGRESSION.means == 0.0
+
+
 def test_near_level_filter_and_toward_sign():
     tr = trades_frame(
         [
@@ -278,5 +299,5 @@ def test_empty_trades_give_zero_volumes_and_null_ratios():
     assert out["buy_vol_60s"].to_list() == [0] and out["tape_imbalance_60s"].to_list() == [None]
     assert out["trade_velocity_60s"].to_list() == [None] and out["sweep_count_60s"].to_list() == [0]
     lvl = tape_level_features(tr, queries_at(T0, [100.0], [1]))
-    assert lvl.row(0)[4:] == (0, 0, None, None, 0)
+    assert lvl.row(0)[4:] == (0, 0, None, None, 0, None)
     assert detect_sweeps(tr).height == 0

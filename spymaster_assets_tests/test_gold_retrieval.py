@@ -27,7 +27,7 @@ from spymaster_assets.lake import Lake
 from spymaster_assets.lib.calendar import ns_to_et, trading_sessions
 from spymaster_assets.lib.episodes import episode_schema, feature_set, vector_layout
 from spymaster_assets.lib.normalization import fit_robust_z
-from spymaster_assets.lib.similarity_metric import IDENTITY
+from spymaster_assets.lib.similarity_metric import ATTRIBUTION, IDENTITY, LEARNED
 from spymaster_assets.partitioned import NEWEST_EARLIER_SESSION
 from spymaster_assets.resources import LakeResource, PipelineSettings
 from spymaster_assets_tests.conftest import SYNTHETIC_SESSIONS
@@ -168,7 +168,7 @@ def test_a_range_run_answers_a_date_exactly_as_a_from_scratch_build_of_that_date
     assert StoredIndex.load(index_dir(alone, served)).provenance["window_sessions"] == INDEX_LOOKBACK_SESSIONS
     # 12 random-label episodes a session: a few hundred decided episodes, nothing to learn but still fitted.
     methods = set(alone.read("gold", "similarity_metric", served)["method"].to_list())
-    assert methods <= {IDENTITY, "logistic_l2_abs_coef"}
+    assert methods <= {IDENTITY, LEARNED, ATTRIBUTION}
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from scipy.special import expit
 
 from spymaster_assets.lib.similarity_metric import (
     IDENTITY,
+    ATTRIBUTION,
     LEARNED,
     MetricConfig,
     SimilarityMetric,
@@ -92,11 +93,13 @@ def test_the_blend_is_chosen_on_the_windows_newest_sessions():
 
     z, labels = planted(2000, seed=3)
     sessions = np.repeat(np.arange(40), 50)
-    blend, auc, plain = choose_blend(z, labels, sessions, MetricConfig())
+    method, blend, auc, plain = choose_blend(z, labels, sessions, MetricConfig())
+    assert method in (LEARNED, ATTRIBUTION)
     assert blend > 0 and auc > plain + 0.005  # one deciding dimension among eight noise ones: learning pays
     metric = fit_metric(z, labels, DIMS, sessions=sessions)
-    assert metric.method == LEARNED and metric.blend == blend and metric.holdout_auc == auc
+    assert metric.method == method and metric.blend == blend and metric.holdout_auc == auc
     np.testing.assert_allclose(metric.weights, blended_weights(metric.coefficients, blend))
+    assert np.argmax(metric.weights) == 0  # the deciding dimension weighs most, whichever source won
     # Outcomes unrelated to the vectors: nothing beats plain cosine by the margin, so plain cosine it is.
     noise = np.random.default_rng(9).choice(["BREAK", "REJECT"], size=2000)
     unrelated = fit_metric(z, noise, DIMS, sessions=sessions, config=MetricConfig(min_gain=0.05))

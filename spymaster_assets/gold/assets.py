@@ -72,14 +72,15 @@ def sessions_at_or_after(store: Lake, table: str, session: str) -> list[str]:
 )
 def gold_episodes(context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings) -> dg.MaterializeResult:
     """One row per anchor: id, time, level, direction, time bucket, tier, labels, excursions and
-    the raw episode vector (absent tiers' dimensions null) described by the state just before the touch."""
+    the raw episode vector (absent tiers' dimensions null) described by the state at the touch itself
+    (silver/anchor_state) and its level's recent grid rows (micro-history, trajectory)."""
     store = lake.lake()
     run = RangeRun(context)
 
     def build(session: dt.date):
         events = store.read("silver", "events", session)
         episodes = build_episodes(store.read("silver", "state", session), events, store.read("silver", "labels", session),
-                                  session_window(session).rth_open_ns)
+                                  session_window(session).rth_open_ns, anchor_state=store.read("silver", "anchor_state", session))
         store.write_frames("gold", "episodes", session, [episodes], episode_schema(),
                            stamp(settings, VECTOR_SCHEMA_VERSION))
         return {"rows": episodes.height, "anchors": events.height, "missing": missing_vector_values(episodes),

@@ -1,8 +1,13 @@
 """Episode vectors: one versioned layout for "what the setup looked like when price touched".
 
-An episode is an anchor (silver events) described by the state table of its level at the
-last 30 s grid time at or before the touch — never after it, because the outcome can
-unfold within seconds of the touch. The layout is a registry of dimensions (name, section,
+An episode is an anchor (silver events) described by the state of its level at the touch
+itself (silver/anchor_state: every feature evaluated at the anchor's time, from data at or
+before the anchoring print — never after it, because the outcome can unfold within seconds of
+the touch), and by the level's 30 s grid rows up to the last one at or before the touch for
+its micro-history and trajectory. (Reading the grid row alone left the features up to 30 s
+old: on the planted market that is a quarter of the 2-minute flow window and the last
+stretch of the approach.) A query without anchor rows ("what if price touched now" at a grid
+time) reads the grid row. The layout is a registry of dimensions (name, section,
 tier, normalization, how a legitimately-missing value is encoded); a session of tier T
 supplies the dimensions of tiers ≤ T and the others are absent (null in storage, dropped
 from that feature set, never zero-filled).
@@ -24,7 +29,8 @@ from .features import registry
 from .features.context import time_bucket_expr
 from .tiers import tier_rank
 
-VECTOR_SCHEMA_VERSION = "2"  # 2: touch history before the anchor; approach_sign, d_atr_toward, bar_reach_toward_atr
+VECTOR_SCHEMA_VERSION = "3"  # 2: touch history before the anchor; approach_sign, d_atr_toward, bar_reach_toward_atr
+# 3: features read at the anchor's own time (silver/anchor_state); flow_gex_band_2, tape_imbalance_toward_120s
 SECTIONS = ("context", "kinematics", "order_flow", "liquidity", "dealer", "micro_history", "trajectory")
 MICRO_ROWS = 5
 TRAJECTORY_ROWS = 40
@@ -172,8 +178,14 @@ def _at_anchor(state: pl.DataFrame, column: str, rows: np.ndarray, elapsed_ns: n
 ANCHOR_COLUMNS = ("event_id", "session", "ts_ns", "level_kind", "level_price", "direction", "dir_sign", "atr")
 
 
-def describe_setups(state: pl.DataFrame, anchors: pl.DataFrame, rth_open_ns: int) -> pl.DataFrame:
+def describe_setups(state: pl.DataFrame, anchors: pl.DataFrame, rth_open_ns: int,
+                    anchor_state: pl.DataFrame | None = None) -> pl.DataFrame:
     """The raw vector of each anchor (silver event, or a query "what if price touched now").
+
+    With `anchor_state` (event_id + state columns at each anchor's own time, `state.anchor_state`)
+    the feature dimensions are read there; an anchor missing from it is an error (it would be
+    described by an older row without saying so). The micro-history and trajectory always come
+    from the grid rows.
 
     The anchor's row is the state of its level at the last grid time ≤ its time; histories
     gather that level's earlier grid rows. A level younger than the window (e.g. OR levels at
@@ -216,19 +228,30 @@ def describe_setups(state: pl.DataFrame, anchors: pl.DataFrame, rth_open_ns: int
     elapsed_ns = ev["ts_ns"].to_numpy() - t_ns[rows]
 
     supplied = {d.name for d in feature_set(tier)}
+    if anchor_state is not None:
+        at_anchor = ev.select("event_id").join(anchor_state, on="event_id", how="left", maintain_order="left")
+        absent = ev["event_id"].filter(~ev["event_id"].is_in(anchor_state["event_id"].implode())).to_list()
+        if absent:
+            raise ValueError(f"{len(absent)} anchor(s) without a row in anchor_state, e.g. {absent[0]}")
+
+        def value(column: str) -> pl.Series:
+            return at_anchor[column].cast(pl.Float64)
+    else:
+        def value(column: str) -> pl.Series:
+            return _at_anchor(state, column, rows, elapsed_ns)
     vector: dict[str, np.ndarray] = {}
     for d in vector_layout():
         if d.name not in supplied:
             vector[d.name] = np.full(ev.height, np.nan)
         elif d.section not in ("micro_history", "trajectory"):
-            vector[d.name] = _encoded(_at_anchor(state, d.source, rows, elapsed_ns), d.source)
+            vector[d.name] = _encoded(value(d.source), d.source)
     # The anchor's own direction signs the distance: the label is measured in it. At T0 it is the
     # row's dir_sign anyway; at T1+ the row can precede the touch by up to 30 s, in which price
     # may have crossed the level and come back from the other side.
     anchor_sign = ev["dir_sign"].cast(pl.Float64).to_numpy()
     if "approach_sign" in supplied:
         vector["approach_sign"] = anchor_sign
-        vector["d_atr_toward"] = _encoded(_at_anchor(state, "d_atr", rows, elapsed_ns), "d_atr") * anchor_sign
+        vector["d_atr_toward"] = _encoded(value("d_atr"), "d_atr") * anchor_sign
     window = _window_rows(rows, starts, TRAJECTORY_ROWS)  # (n, 40) row indices, oldest first
     for series in KEY_SERIES:
         if f"micro_{series}_lag0" not in supplied:
@@ -251,8 +274,9 @@ def describe_setups(state: pl.DataFrame, anchors: pl.DataFrame, rth_open_ns: int
 
 
 def build_episodes(state: pl.DataFrame, events: pl.DataFrame, labels: pl.DataFrame, rth_open_ns: int,
-                   primary_horizon_min: int = 4) -> pl.DataFrame:
-    """One row per silver anchor: metadata, the raw vector of its tier, and its labels."""
+                   primary_horizon_min: int = 4, anchor_state: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per silver anchor: metadata, the raw vector of its tier (read at the anchor
+    itself when `anchor_state` is given), and its labels."""
     h = primary_horizon_min
     outcomes = labels.select(
         pl.col("event_id").alias("episode_id"),
@@ -263,7 +287,7 @@ def build_episodes(state: pl.DataFrame, events: pl.DataFrame, labels: pl.DataFra
         pl.col(f"mae_atr_{h}m").alias("mae_atr"),
         "label_end_ns",
     )
-    setups = describe_setups(state, events, rth_open_ns)
+    setups = describe_setups(state, events, rth_open_ns, anchor_state)
     schema = episode_schema()
     return setups.join(outcomes, on="episode_id", how="left", maintain_order="left").select(list(schema)).cast(schema)
 

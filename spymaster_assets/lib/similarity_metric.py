@@ -15,6 +15,14 @@ rescales each dimension by how much it decides BREAK vs REJECT:
            beats it by at least `min_gain`), then refit β on the whole window;
     use    cosine(w ⊙ x, w ⊙ y).
 
+A second source of u competes in the same held-out choice: the mean |TreeSHAP| attribution
+per dimension of a LightGBM BREAK-vs-REJECT model fitted on the same decided episodes (the
+break model's regularised configuration, `BreakModelConfig`), u_j = mean|φ_j| / max. The
+logistic |β| sees only linear, additive effects of each dimension; the tree attribution also
+credits thresholds and interactions, and it weighs dimensions the way the as-of model itself
+decides. Which source (and λ) serves is decided by the window's newest sessions, never by
+the evaluation.
+
 Why this form (measured on the planted market, seed 7 — never on the evaluation seeds; see
 `spymaster_assets_bench.retrieval`):
 - with a few hundred decided episodes every purely learned weighting (|β| for several
@@ -47,14 +55,15 @@ from scipy.special import expit
 
 METRIC_SCHEMA_VERSION = "1"
 METRIC_SESSIONS = 120  # trailing window of the fit, strictly before the date
-LEARNED = "logistic_l2_abs_coef"  # method of a metric with λ > 0 (the stored rows carry λ)
+LEARNED = "logistic_l2_abs_coef"  # method of a metric with λ > 0 on |β| (the stored rows carry λ)
+ATTRIBUTION = "tree_shap_abs"  # method of a metric with λ > 0 on the tree model's mean |SHAP|
 IDENTITY = "robust_z"  # the baseline: every dimension weighs 1
 
 METRIC_SCHEMA: dict[str, pl.DataType] = {
     "tier": pl.Utf8,
     "dim": pl.Utf8,
     "weight": pl.Float64,
-    "coefficient": pl.Float64,  # signed logistic coefficient (0 for the identity metric)
+    "coefficient": pl.Float64,  # the importance the weights come from: signed logistic β, or mean |SHAP| (tree_shap_abs)
     "method": pl.Utf8,
     "blend": pl.Float64,  # λ: 0 = plain cosine, 1 = |β| weights
     "n_fit": pl.Int64,  # decided (BREAK/REJECT) episodes the tier's fit used
@@ -89,7 +98,7 @@ class SimilarityMetric:
 
     dims: tuple[str, ...]
     weights: np.ndarray  # float64, ≥ 0, max 1 (identity: all 1)
-    coefficients: np.ndarray  # signed logistic β (identity: zeros)
+    coefficients: np.ndarray  # signed logistic β, or mean |SHAP| for ATTRIBUTION (identity: β or zeros)
     method: str
     n_fit: int
     blend: float = 0.0
@@ -175,32 +184,49 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
     return float(roc_auc(y, score)) if 0 < y.sum() < y.size else None
 
 
+def attribution_importance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mean |TreeSHAP| per dimension of a BREAK-vs-REJECT LightGBM (the break model's configuration)."""
+    from .break_model import BreakModelConfig, _train_booster
+
+    booster = _train_booster(x, y, BreakModelConfig(), "binary")
+    contributions = booster.predict(x, pred_contrib=True, num_threads=1)[:, :-1]  # last column: the bias
+    return np.abs(contributions).mean(axis=0)
+
+
+IMPORTANCES = {LEARNED: lambda x, y, config: fit_logistic_l2(x, y, config.l2_penalty, config.max_iterations)[0],
+               ATTRIBUTION: lambda x, y, config: attribution_importance(x, y)}
+
+
 def choose_blend(z: np.ndarray, labels: np.ndarray, sessions: np.ndarray,
-                 config: MetricConfig) -> tuple[float, float | None, float | None]:
-    """λ with the best kNN AUC on the newest sessions of the window (β fitted on the older ones);
-    plain cosine (λ = 0) unless another λ beats it by `min_gain`. Returns (λ, its AUC, plain AUC)."""
+                 config: MetricConfig) -> tuple[str, float, float | None, float | None]:
+    """The importance source and λ with the best kNN AUC on the newest sessions of the window
+    (importances fitted on the older ones); plain cosine (λ = 0) unless another choice beats it
+    by `min_gain`. Returns (method, λ, its AUC, plain AUC); method is IDENTITY for λ = 0."""
     days = np.unique(sessions)
     if days.size < 4:
-        return 0.0, None, None
+        return IDENTITY, 0.0, None, None
     cut = days[int(np.floor(days.size * (1 - config.holdout_share)))]
     older, newer = sessions < cut, sessions >= cut
     decided_older = older & ((labels == "BREAK") | (labels == "REJECT"))
     y_fit = (labels[decided_older] == "BREAK").astype(np.float64)
     y_new = (labels[newer] == "BREAK").astype(np.float64)
     if decided_older.sum() < config.min_decided or y_fit.min() == y_fit.max() or _auc(y_new, y_new) is None:
-        return 0.0, None, None
-    beta, _ = fit_logistic_l2(z[decided_older], y_fit, config.l2_penalty, config.max_iterations)
+        return IDENTITY, 0.0, None, None
     is_break = (labels[older] == "BREAK").astype(np.float64)
-    scores = {}
-    for blend in config.blends:
-        w = blended_weights(beta, blend)
-        scores[blend] = _auc(y_new, knn_break_scores(z[older] * w, is_break, z[newer] * w,
-                                                     config.neighbours, config.bandwidth))
-    plain = scores.get(0.0) or 0.5
-    best = max(scores, key=lambda b: (scores[b] or 0.0) - (0.0 if b == 0.0 else config.min_gain))
+    scores: dict[tuple[str, float], float | None] = {}
+    for method, importance_of in IMPORTANCES.items():
+        importance = importance_of(z[decided_older], y_fit, config)
+        for blend in config.blends:
+            if blend == 0.0 and scores:
+                continue  # plain cosine is scored once
+            w = blended_weights(importance, blend)
+            scores[(method if blend > 0 else IDENTITY, blend)] = _auc(
+                y_new, knn_break_scores(z[older] * w, is_break, z[newer] * w, config.neighbours, config.bandwidth))
+    plain = scores.get((IDENTITY, 0.0)) or 0.5
+    best = max(scores, key=lambda c: (scores[c] or 0.0) - (0.0 if c[1] == 0.0 else config.min_gain))
     if (scores[best] or 0.0) < plain + config.min_gain:
-        best = 0.0
-    return best, scores[best], scores.get(0.0)
+        best = (IDENTITY, 0.0)
+    return best[0], best[1], scores[best], scores.get((IDENTITY, 0.0))
 
 
 def fit_metric(z: np.ndarray, labels: np.ndarray | list, dims: list[str], config: MetricConfig = MetricConfig(),
@@ -224,10 +250,11 @@ def fit_metric(z: np.ndarray, labels: np.ndarray | list, dims: list[str], config
     if n_fit < config.min_decided or y.min(initial=1.0) == y.max(initial=0.0):
         return SimilarityMetric.identity(dims, n_fit)
     if sessions is None:
-        blend, holdout, holdout_plain = max(config.blends), None, None
+        method, blend, holdout, holdout_plain = LEARNED, max(config.blends), None, None
     else:
-        blend, holdout, holdout_plain = choose_blend(z, labels, np.asarray(sessions), config)
-    beta, _ = fit_logistic_l2(z[decided], y, config.l2_penalty, config.max_iterations)
-    if blend == 0.0 or not np.any(beta):
-        return SimilarityMetric(tuple(dims), np.ones(len(dims)), beta, IDENTITY, n_fit, 0.0, holdout, holdout_plain)
-    return SimilarityMetric(tuple(dims), blended_weights(beta, blend), beta, LEARNED, n_fit, blend, holdout, holdout_plain)
+        method, blend, holdout, holdout_plain = choose_blend(z, labels, np.asarray(sessions), config)
+    importance = IMPORTANCES[LEARNED if method == IDENTITY else method](z[decided], y, config)
+    if blend == 0.0 or not np.any(importance):
+        return SimilarityMetric(tuple(dims), np.ones(len(dims)), importance, IDENTITY, n_fit, 0.0, holdout, holdout_plain)
+    return SimilarityMetric(tuple(dims), blended_weights(importance, blend), importance, method, n_fit, blend, holdout,
+                            holdout_plain)

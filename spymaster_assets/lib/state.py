@@ -36,7 +36,8 @@ from .features.tape import tape_features, tape_level_features
 from .tiers import tier_rank
 
 NS_PER_S = 1_000_000_000
-STATE_SCHEMA_VERSION = "2"  # 2: touch history strictly before t; dir_sign = approach side; approach_sign, d_atr_toward, bar_reach_toward_atr
+STATE_SCHEMA_VERSION = "3"  # 2: touch history strictly before t; dir_sign = approach side; approach_sign, d_atr_toward, bar_reach_toward_atr
+# 3: flow_gex_band_2, tape_imbalance_toward_120s; anchor rows (state at each anchor's own time)
 KEY_COLUMNS = ("session", "t_ns", "level_kind", "level_price", "dir_sign", "time_bucket", "tier", "in_approach")
 
 
@@ -157,17 +158,13 @@ def build_state(
 ) -> pl.DataFrame:
     """One row per (30 s grid time, active level) with every feature family the tier supplies.
 
-    `times` (default: the whole session grid) restricts the rows to some grid times: every
-    feature at t reads data ≤ t only, so the live engine asks for the newest grid time on its
-    buffered inputs and gets the row the batch table holds for it."""
+    `times` (default: the whole session grid) asks for other instants: every value at t still reads
+    data ≤ t only, so the live engine asks for the newest grid time on its buffered inputs and gets
+    the row the batch table holds for it, and `anchor_state` asks for each anchor's own time."""
     window = session_window(inputs.session)
-    all_times = grid_times(window.rth_open_ns, window.analysis_end_ns, config.grid_step_s)
     if times is None:
-        times = all_times
-    else:
-        times = np.asarray(times, dtype=np.int64)
-        if not np.isin(times, all_times).all():
-            raise ValueError("build_state: times must be points of the session's grid")
+        times = grid_times(window.rth_open_ns, window.analysis_end_ns, config.grid_step_s)
+    times = np.unique(np.asarray(times, dtype=np.int64))
     path = spot_path(inputs, bars)
     atr_known = bars.bars_1m.filter(pl.col("atr").is_not_null())
     market = pl.DataFrame(
@@ -218,6 +215,28 @@ def build_state(
         spot_at_t = market.select("t_ns", "spot")
         state = _join(state, dealer_features(queries, spot_at_t, o.definitions, o.trades, o.mbp1, o.open_interest))
     return conform_to_registry(state, inputs.tier)
+
+
+def anchor_state(
+    inputs: SessionInputs,
+    bars: SessionBars,
+    levels: pl.DataFrame,
+    events: pl.DataFrame,
+    config: StateConfig = StateConfig(),
+) -> pl.DataFrame:
+    """The state of each anchor's level at the anchor's own time (event_id + the state columns).
+
+    The 30 s grid row at or before a touch can be up to a grid step old, and an approach's last
+    seconds are when the defending wall shows, the flow tilts and the speed peaks. The same
+    functions evaluated at the anchor time describe the touch itself, still causally: the
+    anchoring print is the last datum (touch history counts touches strictly before it, so an
+    anchor is never its own history)."""
+    schema = {"event_id": pl.Utf8} | state_schema()
+    if events.height == 0:
+        return pl.DataFrame(schema=schema)
+    rows = build_state(inputs, bars, levels, events, config, times=events["ts_ns"].to_numpy())
+    keyed = events.select("event_id", pl.col("ts_ns").alias("t_ns"), "level_kind")
+    return keyed.join(rows, on=["t_ns", "level_kind"], how="inner").select(list(schema)).cast(schema)
 
 
 def _context(queries: pl.DataFrame, events: pl.DataFrame, inputs: SessionInputs, rth_open_ns: int, config: StateConfig):

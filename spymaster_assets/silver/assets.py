@@ -16,6 +16,7 @@ from ..lib.state import (
     STATE_SCHEMA_VERSION,
     SessionBars,
     StateConfig,
+    anchor_state,
     build_bars,
     build_levels,
     build_state,
@@ -49,6 +50,7 @@ def write_empty(store: Lake, settings: PipelineSettings, schemas: dict[str, dict
     return write
 
 
+ANCHOR_STATE_SCHEMA = {"event_id": pl.Utf8} | state_schema()
 RAW_FILES = dg.AssetKey(["raw", "dbn_files"])
 BARS_KEYS = {name: key(name) for name in ("bars_10s", "bars_1m", "bars_2m")}
 
@@ -195,18 +197,25 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource, setting
 def silver_state(context: dg.AssetExecutionContext, lake: LakeResource, settings: PipelineSettings) -> dg.MaterializeResult:
     """The state table: one row per (30 s grid time in 09:30–12:30 ET, active level) with
     every feature of the session's tier computed from data at or before that time; features
-    of absent tiers are null."""
+    of absent tiers are null. Beside it, silver/anchor_state: the same features of each
+    anchor's level at the anchor's own time (what gold/episodes describes a touch with)."""
     store = lake.lake()
     run = RangeRun(context)
 
     def build(session: dt.date):
         inputs = load_session_inputs(store, session)
         bars = read_bars(store, session)
-        state = build_state(inputs, bars, store.read("silver", "levels", session), store.read("silver", "events", session))
+        levels, events = store.read("silver", "levels", session), store.read("silver", "events", session)
+        state = build_state(inputs, bars, levels, events)
+        at_anchors = anchor_state(inputs, bars, levels, events)
         store.write_frames("silver", "state", session, [state], state_schema(), stamp(settings, STATE_SCHEMA_VERSION))
-        return {"rows": state.height, "tier": inputs.tier, "in_approach_rows": int(state["in_approach"].sum())}
+        store.write_frames("silver", "anchor_state", session, [at_anchors], ANCHOR_STATE_SCHEMA,
+                           stamp(settings, STATE_SCHEMA_VERSION))
+        return {"rows": state.height, "tier": inputs.tier, "in_approach_rows": int(state["in_approach"].sum()),
+                "anchor_rows": at_anchors.height}
 
-    run.run(build, expected=EXPECTED, empty=write_empty(store, settings, {"state": state_schema()}))
+    run.run(build, expected=EXPECTED,
+            empty=write_empty(store, settings, {"state": state_schema(), "anchor_state": ANCHOR_STATE_SCHEMA}))
     days = list(run.per_session)
     nan_problems = {day: p for day in days if (p := state_nan_check(store.read("silver", "state", day)))}
     schema_problems = {day: p for day in days

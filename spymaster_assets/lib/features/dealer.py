@@ -43,6 +43,14 @@ leaves nothing to infer from):
   L − 3s ≤ K < L (strikes exactly at L are in neither); null when both are 0. Not multiplied
   by dir_sign: + means more (signed) gamma above the level;
 - net_gex: Σ GEX over every option (level-independent).
+- flow_gex_band_{2}: like gex_band_2 but from today's signed flow alone (position = the
+  cumulative dealer flow, open interest left out whatever the convention). OI is unsigned in
+  the data, so the OI-based features rest on an assumed customer side of the standing
+  positions, while the flow side is observed (the aggressor of each trade). Both are kept:
+  on a day whose customer flow dominates near the level (e.g. 0DTE) the flow-only sign can
+  differ from the OI-based one, and the model and the learned metric weigh whichever decides
+  outcomes. (On the planted market, where OI is random and only the flow is planted, the
+  OI-based sign disagrees with the planted dealer gamma on ~1/3 of the touches.)
 Tide (level-independent, customer-signed premium in USD):
     tide_{calls,puts}_{30s,5min} = Σ price · size · multiplier · aggressor over trades with
     t − W < ts_event ≤ t, price rounded to 0.01 pt so window sums are exact integers
@@ -100,7 +108,7 @@ def _window_name(seconds: int) -> str:
 
 def gex_columns(config: DealerConfig) -> list[str]:
     return [*[f"gex_band_{k}" for k in config.bands], f"gex_calls_band_{config.split_band}",
-            f"gex_puts_band_{config.split_band}", "gex_asymmetry", "net_gex"]
+            f"gex_puts_band_{config.split_band}", "gex_asymmetry", "net_gex", f"flow_gex_band_{config.split_band}"]
 
 
 def tide_columns(config: DealerConfig) -> list[str]:
@@ -121,6 +129,9 @@ FEATURES = [
             "dealer gamma just above vs just below the level (±3 strikes), −1…+1", True,
             missing=Missing("no dealer gamma within ±3 strikes on either side of the level: no skew", 0.0)),
     feature("net_gex", "dealer", "T3", "USD/1%", "-", "total dealer gamma across all strikes (market-wide regime)"),
+    feature("flow_gex_band_2", "dealer", "T3", "USD/1%", "session",
+            "dealer gamma within ±2 strikes of the level from today's options trades alone (no open interest; "
+            "− = customers bought gamma today, dealers short)", True),
     *[
         feature(f"tide_{side}_{_window_name(w)}", "dealer", "T3", "USD", _window_name(w),
                 f"net customer premium bought in {side} over the last {_window_name(w)} (+ = buying)")
@@ -167,7 +178,8 @@ def option_state(
     config: DealerConfig = DEFAULT,
 ) -> pl.DataFrame:
     """One row per (t, live option): t_ns, instrument_id, right, strike, expiration, spot,
-    tte_years, bid, ask, position, iv, iv_source, gamma, gex. Sorted by t_ns, strike, right,
+    tte_years, bid, ask, position, iv, iv_source, gamma, gex, flow_gex (the GEX of today's flow
+    alone). Sorted by t_ns, strike, right,
     expiration, instrument_id."""
     times = np.unique(np.asarray(times, dtype=np.int64))
     t_max = int(times.max()) if len(times) else 0
@@ -242,10 +254,12 @@ def option_state(
     grid = _fill_iv(grid, config.fallback_iv)
     sigma = grid["iv"].to_numpy()
     gam = black76.gamma(spot, strike, tte, sigma, config.rate)
-    gex = position * gam * spot * spot * 0.01 * config.multiplier
-    return grid.with_columns(pl.Series("gamma", gam).fill_nan(None), pl.Series("gex", gex).fill_nan(None)).select(
+    dollar_gamma = gam * spot * spot * 0.01 * config.multiplier
+    flow_gex = grid["cum_flow"].to_numpy() * dollar_gamma
+    return grid.with_columns(pl.Series("gamma", gam).fill_nan(None), pl.Series("gex", position * dollar_gamma).fill_nan(None),
+                             pl.Series("flow_gex", flow_gex).fill_nan(None)).select(
         "t_ns", "instrument_id", "right", "strike", "expiration", "spot", "tte_years", "bid", "ask",
-        "position", "iv", "iv_source", "gamma", "gex",
+        "position", "iv", "iv_source", "gamma", "gex", "flow_gex",
     )
 
 
@@ -312,17 +326,19 @@ def _band_sums(state: pl.DataFrame, queries: pl.DataFrame, step: float, config: 
     s_t = state["t_ns"].to_numpy()
     strike = state["strike"].to_numpy().astype(np.float64)
     gex = state["gex"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    flow_gex = state["flow_gex"].cast(pl.Float64).fill_null(np.nan).to_numpy()
     is_call = (state["right"] == "C").to_numpy()
     for t in np.unique(q_t):  # one pass per grid time (~361), vectorized over options × levels
         rows = np.flatnonzero(q_t == t)
         lo, hi = np.searchsorted(s_t, t, side="left"), np.searchsorted(s_t, t, side="right")
-        g, k, c = gex[lo:hi], strike[lo:hi], is_call[lo:hi]
+        g, k, c, fg = gex[lo:hi], strike[lo:hi], is_call[lo:hi], flow_gex[lo:hi]
         if np.isnan(g).any():  # spot unknown at t
             continue
         d = k[None, :] - q_level[rows, None]
         for band in config.bands:
             out[f"gex_band_{band}"][rows] = np.where(np.abs(d) <= band * step + STRIKE_EPS, g, 0.0).sum(axis=1)
         split = np.abs(d) <= config.split_band * step + STRIKE_EPS
+        out[f"flow_gex_band_{config.split_band}"][rows] = np.where(split, fg, 0.0).sum(axis=1)
         out[f"gex_calls_band_{config.split_band}"][rows] = np.where(split & c, g, 0.0).sum(axis=1)
         out[f"gex_puts_band_{config.split_band}"][rows] = np.where(split & ~c, g, 0.0).sum(axis=1)
         reach = config.asymmetry_band * step + STRIKE_EPS

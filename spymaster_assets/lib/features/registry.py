@@ -110,6 +110,7 @@ DRIVER_NAMES: tuple[tuple[str, str], ...] = (
     ("wall_ratio", "wall vs usual depth"),
     ("vacuum", "liquidity vacuum"),
     ("depletion", "liquidity vacuum"),
+    ("flow_gex", "dealer gamma from today's options flow"),
     ("gex_asymmetry", "dealer gamma skew around the level"),
     ("net_gex", "dealer gamma regime"),
     ("gex", "dealer gamma at the level"),

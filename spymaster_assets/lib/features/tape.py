@@ -16,6 +16,9 @@ Definitions
   tape_near_buy_vol / tape_near_sell_vol, and tape_near_imbalance_toward =
   dir_sign · (buy − sell)/(buy + sell) (null without near-level volume): + = aggression
   toward the level (buying into resistance for UP, selling into support for DOWN).
+- tape_imbalance_toward_{w}s (w = 120): dir_sign · tape_imbalance_{w}s, every print of the
+  contract (not only near the level): the approach's own aggression over its last two
+  minutes, + = buyers lifting offers into an UP approach (sellers into a DOWN one).
 - Sweeps (see `detect_sweeps`): sweep_count_{w}s counts sweeps whose *qualification time*
   lies in the window; sweep_buy/sell split by aggressor; sweep_toward_count = sweeps in the
   direction of the approach (buy sweeps for UP, sell sweeps for DOWN).
@@ -54,6 +57,7 @@ DEFAULT_SWEEP_MIN_PRICES = 3
 DEFAULT_SWEEP_MAX_MS = 100
 DEFAULT_NEAR_BAND_PT = 2.0
 DEFAULT_NEAR_WINDOW_S = 60
+DEFAULT_TOWARD_IMBALANCE_WINDOW_S = 120
 MIN_VELOCITY_TRADES = 3
 
 
@@ -206,12 +210,13 @@ def tape_level_features(
     sweep_window_s: float = DEFAULT_SWEEP_WINDOW_S,
     sweep_min_prices: int = DEFAULT_SWEEP_MIN_PRICES,
     sweep_max_ms: float = DEFAULT_SWEEP_MAX_MS,
+    toward_imbalance_window_s: float = DEFAULT_TOWARD_IMBALANCE_WINDOW_S,
 ) -> pl.DataFrame:
     """Level-relative tape features for each (t_ns, level, dir_sign) query.
 
     Columns (query keys first): tape_near_buy_vol_{w}s, tape_near_sell_vol_{w}s (Int64;
     null only for a null level), tape_near_imbalance_toward_{w}s, trade_velocity_toward_{v}s,
-    sweep_toward_count_{s}s.
+    sweep_toward_count_{s}s, tape_imbalance_toward_{u}s.
     """
     t, level, sign = query_arrays(queries)
     ok = ~np.isnan(level) & (sign != 0)
@@ -232,6 +237,9 @@ def tape_level_features(
     up = window_count(s_ts[s_agg > 0], t, s_ns)
     down = window_count(s_ts[s_agg < 0], t, s_ns)
     toward = np.where(sign > 0, up, down)
+    all_prints = window_sum(ts, prefix_sum(flow), t, int(round(toward_imbalance_window_s * NS_PER_S)))
+    all_total = all_prints[:, 0] + all_prints[:, 1]
+    all_toward = sign * (all_prints[:, 0] - all_prints[:, 1]) / np.where(all_total > 0, all_total, 1)
     name = seconds_name(window_s)
     return query_frame(
         queries,
@@ -241,6 +249,7 @@ def tape_level_features(
             float_series(f"tape_near_imbalance_toward_{name}", imb, ok & (tot > 0)),
             float_series(f"trade_velocity_toward_{seconds_name(velocity_window_s)}", sign * vel, ok),
             int_series(f"sweep_toward_count_{seconds_name(sweep_window_s)}", toward, ok),
+            float_series(f"tape_imbalance_toward_{seconds_name(toward_imbalance_window_s)}", all_toward, ok & (all_total > 0)),
         ],
     )
 
@@ -323,5 +332,16 @@ FEATURES: list[FeatureDef] = [
         "60s",
         "sweeps in the last 60 s aggressing toward the level (buy sweeps for UP, sell for DOWN)",
         level_relative=True,
+    ),
+    feature(
+        f"tape_imbalance_toward_{DEFAULT_TOWARD_IMBALANCE_WINDOW_S}s",
+        "tape",
+        "T1",
+        "ratio [-1,1]",
+        f"{DEFAULT_TOWARD_IMBALANCE_WINDOW_S}s",
+        f"(buy − sell)/(buy + sell) volume of all prints over the last {DEFAULT_TOWARD_IMBALANCE_WINDOW_S} s, "
+        "+ = aggression toward the level (buying into an UP approach, selling into a DOWN one)",
+        level_relative=True,
+        missing=NO_AGGRESSION,
     ),
 ]
