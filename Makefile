@@ -38,6 +38,7 @@ bench: setup
 	$(UV) run python -m spymaster_assets_bench.streams  # reads the demo's lake: run `make demo` first
 	$(UV) run python -m spymaster_assets_bench.daily
 	$(UV) run python -m spymaster_assets_bench.query
+	$(UV) run python -m spymaster_assets_bench.live_server
 
 mlflow: setup
 	$(UV) run mlflow ui --backend-store-uri sqlite:///$(HOME_DIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)

@@ -64,6 +64,16 @@ def expected_state(frames):
     return dump(candles.values()), sorted(map(json.dumps, dump(latest.values()))), dump(alerts)
 
 
+def expected_stream_history(frames, bars=120):
+    """The last `bars` stream updates of each level, oldest first, without their state rows."""
+    per_level = {}
+    for f in frames:
+        if f.type == "stream_update":
+            per_level.setdefault(f.level_kind, []).append(f)
+    recent = sorted((u for rows in per_level.values() for u in rows[-bars:]), key=lambda u: (u.ts_ns, u.level_kind))
+    return [json.loads(validate_outgoing(u.model_copy(update={"state": {}}))) for u in recent]
+
+
 def test_a_replay_sends_every_engine_frame_in_order_each_one_valid_against_the_documented_schema(log_path, frames):
     validator = jsonschema.Draft202012Validator(message_json_schema()["server"])
     app = create_app(RecordedReplaySource(log_path), queue_capacity=100_000)  # every frame: no drops even under load
@@ -161,6 +171,7 @@ def test_a_client_joining_mid_replay_gets_the_state_so_far_then_exactly_the_fram
     candles, latest, alerts = expected_state(frames[:half])
     assert snapshot["candles"] == candles and snapshot["alerts"] == alerts
     assert sorted(map(json.dumps, snapshot["latest"])) == latest
+    assert snapshot["streams"] == expected_stream_history(frames[:half]) and snapshot["streams"]
     assert [f for f in rest if f["type"] != "status"] == [json.loads(validate_outgoing(f)) for f in frames[half:]]
 
 

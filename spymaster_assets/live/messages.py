@@ -203,6 +203,8 @@ class Snapshot(_Frame):
     status: Status
     candles: list[Candle]
     latest: list[EngineMessage] = Field(description="the newest stream/projection/signal per level")
+    streams: list[StreamUpdate] = Field(default_factory=list, description=(
+        "the recent stream bars of every level, oldest first, without their state rows (the stream panel's history)"))
     alerts: list[Alert] = Field(description="alerts fired this session, oldest first")
 
 

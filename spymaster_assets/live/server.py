@@ -48,6 +48,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4070
 QUEUE_CAPACITY = 256  # ~2 min of a busy session's frames: a client this far behind is shown superseding frames only
 STATUS_INTERVAL_S = 1.0  # how often a running replay tells clients its clock and their drop count
+STREAM_HISTORY_BARS = 120  # per level in a joining client's snapshot: the stream panel's last hour
 JOIN_TIMEOUT_S = 2.0
 
 
@@ -130,6 +131,7 @@ class SessionState:
     candles: dict[int, Candle] = field(default_factory=dict)
     latest: dict[tuple[str, str], StreamUpdate | ProjectionUpdate | LevelSignal] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
+    stream_history: dict[str, deque[StreamUpdate]] = field(default_factory=dict)
 
     def apply(self, message) -> None:
         self.replay_time_et = message.time_et
@@ -140,6 +142,12 @@ class SessionState:
         else:
             kind = message.level.kind if isinstance(message, LevelSignal) else message.level_kind
             self.latest[(message.type, kind)] = message
+            if isinstance(message, StreamUpdate):  # a page joining mid-session draws the streams' recent past
+                history = self.stream_history.setdefault(kind, deque(maxlen=STREAM_HISTORY_BARS))
+                history.append(message.model_copy(update={"state": {}}))
+
+    def recent_streams(self) -> list[StreamUpdate]:
+        return sorted((u for history in self.stream_history.values() for u in history), key=lambda u: (u.ts_ns, u.level_kind))
 
 
 class LiveHub:
@@ -191,7 +199,7 @@ class LiveHub:
     def _snapshot(self) -> Snapshot:
         s = self.state
         return Snapshot(status=self.status(), candles=list(s.candles.values()), latest=list(s.latest.values()),
-                        alerts=list(s.alerts))
+                        alerts=list(s.alerts), streams=s.recent_streams())
 
     def _broadcast(self, item: _Item) -> None:
         resync = None

@@ -33,7 +33,8 @@ function applySnapshot(snapshot) {
   price.setCandles(snapshot.candles);
   cards.reset();
   streams.reset();
-  for (const message of snapshot.latest) apply(message, false);
+  for (const update of snapshot.streams ?? []) apply(update, false);  // the recent past of every level's streams
+  for (const message of snapshot.latest) if (message.type !== "stream_update") apply(message, false);
   for (const alert of snapshot.alerts) streams.addAlert(alert);
   applyStatus(snapshot.status);
   markDirty("cards", "streams", "legend", "footer");
