@@ -1,8 +1,10 @@
 """Bronze MBP-10 throughput against its ceiling, on one `realistic` synthetic session.
 
-Three paths over the same MBP-10 file, each in a fresh subprocess so its peak RSS is its own:
+Four paths over the same MBP-10 file, each in a fresh subprocess so its peak RSS is its own:
 
-- decode only: `DBNStore.to_ndarray` chunks and nothing else — the ceiling bronze can approach;
+- decode only: `DBNStore.to_ndarray` chunks and nothing else — the reference of the ×dec column;
+- decode only with bronze's own reader (`iter_record_chunks` into reused arrays, no page faults
+  per chunk) — what the decode part of bronze costs;
 - Databento's own `DBNStore.to_parquet` (its defaults) — what the client library does unaided;
 - bronze: `write_front_month_table` for mbp-10 (decode + front-month/window filter + typed
   Parquet write into the lake), after a setup process has written the manifest and front month.
@@ -59,6 +61,20 @@ def stage_decode_only(home: Path, mbp10: str) -> dict:
     return _timed(lambda: {"records": sum(len(chunk) for chunk in db.DBNStore.from_file(mbp10).to_ndarray(count=1_000_000))})
 
 
+def stage_decode_reader(home: Path, mbp10: str) -> dict:
+    """Our reader alone (decompression into reused arrays, read-ahead thread), nothing else."""
+    from spymaster_assets.lib.dbn_decode import ChunkBuffers, iter_record_chunks
+
+    def read() -> dict:
+        buffers, records = ChunkBuffers(), 0
+        for chunk in iter_record_chunks(Path(mbp10), "mbp-10", buffers=buffers):
+            records += len(chunk)
+            buffers.give_back(chunk)
+        return {"records": records}
+
+    return _timed(read)
+
+
 def stage_to_parquet(home: Path, mbp10: str) -> dict:
     import databento as db
 
@@ -108,7 +124,8 @@ def stage_bronze_mbp10(home: Path) -> dict:
             "cpu_s": written["cpu_s"], "file_mb": Path(written["path"]).stat().st_size / 1e6}
 
 
-STAGES = {"generate": stage_generate, "decode_only": stage_decode_only, "to_parquet": stage_to_parquet,
+STAGES = {"generate": stage_generate, "decode_only": stage_decode_only, "decode_reader": stage_decode_reader,
+          "to_parquet": stage_to_parquet,
           "bronze_setup": stage_bronze_setup, "bronze_mbp10": stage_bronze_mbp10}
 
 
@@ -140,6 +157,7 @@ def main() -> None:
     print(f"  setup: front month {setup['front_month_s']:.2f} s, trades {setup['futures_trades_s']:.2f} s, "
           f"ohlcv-1m {setup['futures_ohlcv_1m_s']:.2f} s")
     paths = {"decode only (DBNStore.to_ndarray)": ("decode_only", mbp10),
+             "decode only (bronze's reader)": ("decode_reader", mbp10),
              "DBNStore.to_parquet (defaults)": ("to_parquet", mbp10),
              "bronze futures_mbp10": ("bronze_mbp10",)}
     runs: dict[str, list[dict]] = {label: [] for label in paths}
