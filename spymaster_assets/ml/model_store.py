@@ -11,6 +11,7 @@ A "not enough history" partition has the summary row only: no model, so no predi
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -91,20 +92,20 @@ def has_model(directory: Path) -> bool:
     return all((directory / name).is_file() for name in MODEL_FILES)
 
 
-_LOADED: dict[tuple[Path, int], tuple[BreakPredictor, SingleFeatureBaseline | None, dict]] = {}
-
-
 def load_model(store: Lake, session: dt.date | str) -> tuple[BreakPredictor, SingleFeatureBaseline | None, dict] | None:
     """D's predictor, baseline and provenance, or None when D's partition holds no model.
     Cached per partition folder and modification time (a rebuilt partition is reloaded)."""
     directory = model_dir(store, session)
     if not has_model(directory):
         return None
-    key = (directory, (directory / "predictor.json").stat().st_mtime_ns)
-    if key not in _LOADED:
-        meta = json.loads((directory / "predictor.json").read_text())
-        predictor = BreakPredictor.from_parts(lgb.Booster(model_file=str(directory / "binary.txt")),
-                                              lgb.Booster(model_file=str(directory / "multiclass.txt")), meta)
-        baseline = SingleFeatureBaseline.from_dict(meta["baseline"]) if meta.get("baseline") else None
-        _LOADED[key] = (predictor, baseline, meta.get("provenance", {}))
-    return _LOADED[key]
+    return _load_model_files(directory, (directory / "predictor.json").stat().st_mtime_ns)
+
+
+# A server answering for many dates keeps the most recent ones loaded, not every date it ever served.
+@functools.lru_cache(maxsize=32)
+def _load_model_files(directory: Path, modified_ns: int) -> tuple[BreakPredictor, SingleFeatureBaseline | None, dict]:
+    meta = json.loads((directory / "predictor.json").read_text())
+    predictor = BreakPredictor.from_parts(lgb.Booster(model_file=str(directory / "binary.txt")),
+                                          lgb.Booster(model_file=str(directory / "multiclass.txt")), meta)
+    baseline = SingleFeatureBaseline.from_dict(meta["baseline"]) if meta.get("baseline") else None
+    return predictor, baseline, meta.get("provenance", {})
