@@ -93,7 +93,9 @@ What limits retrieval (seed 5, decisive planned touches on dates ≥ 20, plain g
 whole-lake robust-z, no partitions): all dims 0.830 × oracle; as-of learned weights at λ = 1
 (tree |SHAP| or logistic |β|) 0.874–0.879; only the five precursor dims 0.938. So a metric that
 concentrates on the deciding dimensions would clear the bar, and the learned weights gain
-~+0.04 AUC, but the held-out choice on ≤ 11 newest sessions (~250 episodes) measures each
+~+0.04 AUC on planned touches; but on all decided episodes (unplanned touches included) the
+gain shrinks (4-fold cross-fitted over a whole 43-session window: −0.002 to +0.008, SE
+0.004–0.018), and the held-out choice on ≤ 11 newest sessions (~250 episodes) measures each
 candidate's gain with SE 0.03–0.04: it cannot tell that gain from noise, and plain cosine
 serves in most windows (seed 5: nearly every tier and date). The served retrieval also sits
 below that global kNN on the same episodes (0.640 vs 0.682 AUC on seed 5; the diagnostic
