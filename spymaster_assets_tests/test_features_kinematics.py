@@ -110,6 +110,43 @@ def test_approach_features_by_hand():
     assert kin.approach_features(ser, q, None, sample_s=60)["approach_distance_atr"].null_count() == 3
 
 
+
+def test_displacement_toward_atr_by_hand():
+    """Last print at t vs last print at or before t − 300 s, toward the level, in ATRs."""
+    prints = pl.DataFrame({"ts_ns": T0 + S * np.array([0, 100, 200, 299, 301, 600, 601], dtype=np.int64),
+                           "price": [100.0, 101.0, 102.0, 103.0, 104.0, 106.0, 99.0]})
+    t = T0 + 600 * S  # t − 300 s = 300 s: last print at or before it is 103 (299 s); at t: 106 (the 601 s print is later)
+    q = pl.DataFrame({"t_ns": [t, t, t, T0 + 250 * S], "dir_sign": pl.Series([1, -1, 1, 1], dtype=pl.Int8),
+                      "atr": [1.5, 1.5, None, 2.0]})
+    out = kin.displacement_toward_atr(prints, q)
+    assert out.name == "displacement_5min_toward_atr"
+    # (106 − 103) / 1.5 = 2 toward an UP level, −2 toward a DOWN one; no ATR → null;
+    # 250 s: no price 300 s earlier (before the first print) → null
+    assert out.to_list()[:2] == pytest.approx([2.0, -2.0])
+    assert out.to_list()[2:] == [None, None]
+    assert kin.displacement_toward_atr(prints, q, window_s=1)[0] == pytest.approx((106.0 - 104.0) / 1.5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_displacement_ignores_prints_after_t(seed):
+    rng = np.random.default_rng(seed)
+    tr = random_series(rng, 5_000)
+    prints = tr.select(pl.col("ts_event").alias("ts_ns"), pl.col("price").cast(pl.Float64))
+    times = T0 + np.arange(10 * 60, 90 * 60, 30, dtype=np.int64) * S + rng.integers(0, 30 * S, 160)
+    q = pl.DataFrame({"t_ns": times, "dir_sign": pl.Series(rng.choice([-1, 1], len(times)), dtype=pl.Int8),
+                      "atr": rng.uniform(1, 4, len(times))})
+    before = kin.displacement_toward_atr(prints, q)
+    t = int(times[70])
+    after = prints.filter(pl.col("ts_ns") > t)
+    changed = pl.concat([prints.filter(pl.col("ts_ns") <= t),
+                         after.with_columns(pl.Series("price", rng.uniform(4000, 6000, after.height))),
+                         pl.DataFrame({"ts_ns": [t + 1], "price": [9999.0]})]).sort("ts_ns", maintain_order=True)
+    now = kin.displacement_toward_atr(changed, q)
+    upto = times <= t
+    assert now.filter(pl.Series(upto)).equals(before.filter(pl.Series(upto)))
+    assert not now.equals(before)  # the perturbation reached later rows
+
+
 # ---------------------------------------------------------------- causality and trailing buffer
 
 

@@ -29,8 +29,9 @@ from .features import registry
 from .features.context import time_bucket_expr
 from .tiers import tier_rank
 
-VECTOR_SCHEMA_VERSION = "3"  # 2: touch history before the anchor; approach_sign, d_atr_toward, bar_reach_toward_atr
+VECTOR_SCHEMA_VERSION = "4"  # 2: touch history before the anchor; approach_sign, d_atr_toward, bar_reach_toward_atr
 # 3: features read at the anchor's own time (silver/anchor_state); flow_gex_band_2, tape_imbalance_toward_120s
+# 4: displacement_5min_toward_atr (the last 5 min of the approach, read at the touch)
 SECTIONS = ("context", "kinematics", "order_flow", "liquidity", "dealer", "micro_history", "trajectory")
 MICRO_ROWS = 5
 TRAJECTORY_ROWS = 40

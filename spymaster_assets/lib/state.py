@@ -28,7 +28,14 @@ from .features.context import (
     toward_level,
 )
 from .features.dealer import dealer_features
-from .features.kinematics import approach_features, kinematics, kinematics_toward_level, price_series_from_bars
+from .features.kinematics import (
+    SERIES_SCHEMA,
+    approach_features,
+    displacement_toward_atr,
+    kinematics,
+    kinematics_toward_level,
+    price_series_from_bars,
+)
 from .features.levels import dist_to_other_levels_atr, dynamic_levels, level_stacking, levels_asof, static_levels
 from .features.liquidity import liquidity_features
 from .features.order_flow import near_level_ofi, ofi_features, ofi_per_update
@@ -36,8 +43,9 @@ from .features.tape import tape_features, tape_level_features
 from .tiers import tier_rank
 
 NS_PER_S = 1_000_000_000
-STATE_SCHEMA_VERSION = "3"  # 2: touch history strictly before t; dir_sign = approach side; approach_sign, d_atr_toward, bar_reach_toward_atr
+STATE_SCHEMA_VERSION = "4"  # 2: touch history strictly before t; dir_sign = approach side; approach_sign, d_atr_toward, bar_reach_toward_atr
 # 3: flow_gex_band_2, tape_imbalance_toward_120s; anchor rows (state at each anchor's own time)
+# 4: displacement_5min_toward_atr
 KEY_COLUMNS = ("session", "t_ns", "level_kind", "level_price", "dir_sign", "time_bucket", "tier", "in_approach")
 
 
@@ -200,7 +208,7 @@ def build_state(
         value_asof(bars.bars_1m, "low", times).alias("last_bar_low"),
     )
     state = _context(queries.join(last_bar, on="t_ns", how="left"), events, inputs, window.rth_open_ns, config)
-    state = _join(state, _kinematics(inputs, bars, times, queries))
+    state = _join(state, _kinematics(inputs, bars, times, queries, path))
     if inputs.has("T1"):
         state = _join(state, tape_features(inputs.trades, times), on=("t_ns",))
         state = _join(state, tape_level_features(inputs.trades, queries))
@@ -265,18 +273,21 @@ def _context(queries: pl.DataFrame, events: pl.DataFrame, inputs: SessionInputs,
     )
 
 
-def _kinematics(inputs: SessionInputs, bars: SessionBars, times: np.ndarray, queries: pl.DataFrame) -> pl.DataFrame:
+def _kinematics(inputs: SessionInputs, bars: SessionBars, times: np.ndarray, queries: pl.DataFrame, path: SpotPath) -> pl.DataFrame:
     fine = bars.bars_10s if bars.bars_10s is not None else bars.bars_1m
     sample_s = 10 if bars.bars_10s is not None else 60
     series = price_series_from_bars(fine)
     kin = kinematics(series, times, sample_s=sample_s)
     toward = kinematics_toward_level(kin, queries.select("t_ns", "level_kind", "dir_sign"))
     approach = approach_features(series, queries.select("t_ns", "level_kind", "level_price", "dir_sign", "atr"), sample_s=sample_s)
+    prints = pl.DataFrame({"ts_ns": path.ts, "price": path.price}, schema=SERIES_SCHEMA)
+    displacement = queries.select("t_ns", "level_kind").with_columns(
+        displacement_toward_atr(prints, queries.select("t_ns", "dir_sign", "atr")))
     return toward.drop("dir_sign").join(
         approach.select("t_ns", "level_kind", "approach_velocity", "approach_bars", "approach_distance_atr"),
         on=["t_ns", "level_kind"],
         how="left",
-    )
+    ).join(displacement, on=["t_ns", "level_kind"], how="left")
 
 
 def _physics(state: pl.DataFrame) -> pl.DataFrame:

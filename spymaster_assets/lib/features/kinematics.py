@@ -29,6 +29,13 @@ Approach (over the last `lookback_min` = 10 min; toward-level sign)
   moved toward the level: dir_sign · (c_m − c_{m−1}) > 0, with c_m = p(m) at the minute marks
   m ≤ t (= the 1-min closes); capped at lookback_min.
 
+Displacement (`displacement_toward_atr`, on the finest causal path: trade prints at T1+, 1-min
+closes at T0 — not the 10 s bar series, whose last close can be up to 10 s old at a touch)
+- displacement_5min_toward_atr = dir_sign · (s(t) − s(t − 300 s)) / atr_t   [ATR]
+  with s(τ) the last print at or before τ. The speed of the last 5 minutes of an approach,
+  read exactly at the touch: the quadratic-fit velocities are evaluated at the 10 s grid and
+  blend the whole window, so they carry this only approximately.
+
 Trailing-buffer rule: the rows at t are unchanged when the series keeps only the points with
 ts_ns > t − max(window, lookback) plus the last point at or before that instant (the step
 value at the oldest sample instant).
@@ -51,6 +58,7 @@ JERK_WINDOW_MIN = 5
 MIN_POINTS_QUADRATIC = 4
 MIN_POINTS_CUBIC = 6
 APPROACH_LOOKBACK_MIN = 10
+DISPLACEMENT_WINDOW_S = 300
 SERIES_SCHEMA: dict[str, pl.DataType] = {"ts_ns": pl.Int64, "price": pl.Float64}
 
 
@@ -78,6 +86,8 @@ FEATURES = [
             "consecutive 1-min bars closing closer to the level (max 10)", True),
     feature("approach_distance_atr", "approach", "T0", "ATR", f"{APPROACH_LOOKBACK_MIN}min",
             "net distance travelled toward the level in the last 10 min, in ATRs", True),
+    feature("displacement_5min_toward_atr", "approach", "T0", "ATR", f"{DISPLACEMENT_WINDOW_S}s",
+            "net move toward the level over the last 5 min, last price now vs 5 min ago, in ATRs", True),
 ]
 
 
@@ -209,3 +219,16 @@ def approach_features(
         pl.Series("approach_bars", streak.astype(np.int32)),
         pl.Series("approach_distance_atr", distance_atr).fill_nan(None),
     )
+
+
+def displacement_toward_atr(path: pl.DataFrame, queries: pl.DataFrame, window_s: int = DISPLACEMENT_WINDOW_S) -> pl.Series:
+    """dir_sign · (s(t) − s(t − window_s)) / atr per query row (t_ns, dir_sign, atr), s = step value
+    of the causal price path (ts_ns, price) — see module doc. Null before the path has a price
+    at t − window_s or without a positive ATR (not enough data, never "no such event")."""
+    t = queries["t_ns"].to_numpy().astype(np.int64)
+    moved = sample_series(path, t) - sample_series(path, t - window_s * NS_PER_S)
+    sign = queries["dir_sign"].cast(pl.Float64).to_numpy()
+    atr = queries["atr"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = np.where(atr > 0, sign * moved / atr, np.nan)
+    return pl.Series("displacement_5min_toward_atr", value).fill_nan(None)

@@ -92,6 +92,7 @@ DRIVER_NAMES: tuple[tuple[str, str], ...] = (
     ("dist_to_other_levels", "confluence of levels"),
     ("velocity", "speed into the level"),
     ("approach", "speed into the level"),
+    ("displacement", "speed into the level"),
     ("acceleration", "acceleration into the level"),
     ("jerk", "acceleration into the level"),
     ("sweep", "aggressive sweeps"),
