@@ -15,7 +15,6 @@ import json
 import shutil
 from pathlib import Path
 
-import lightgbm as lgb
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -102,6 +101,8 @@ def load_model(store: Lake, session: dt.date | str) -> tuple[BreakPredictor, Sin
         return None
     key = (directory, (directory / "predictor.json").stat().st_mtime_ns)
     if key not in _LOADED:
+        import lightgbm as lgb  # here, not at module level: see lib/break_model.py
+
         meta = json.loads((directory / "predictor.json").read_text())
         predictor = BreakPredictor.from_parts(lgb.Booster(model_file=str(directory / "binary.txt")),
                                               lgb.Booster(model_file=str(directory / "multiclass.txt")), meta)
