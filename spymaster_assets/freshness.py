@@ -26,7 +26,7 @@ SESSION_PARTITION_PRESENT = "SESSION_PARTITION_PRESENT"
 # A missing session is reported within five minutes of its deadline; each tick is one query per asset.
 SENSOR_INTERVAL_SECONDS = 300
 
-# For assets rebuilt whole by the daily job (the break model, the dbt marts): materialized in the
+# For assets rebuilt whole by the daily job (the break model): materialized in the
 # two hours before the deadline.
 DAILY_REBUILD_FRESHNESS = dg.FreshnessPolicy.cron(
     deadline_cron=DEADLINE_CRON, lower_bound_delta=dt.timedelta(hours=2), timezone="America/New_York"

@@ -1,5 +1,12 @@
 """Analyst marts: the dbt project over the lake, as Dagster assets (group "marts").
 
+Every model is a DuckDB view (staging and marts): it reads the lake's partitions when queried,
+so session D's rows are in the marts as soon as D's daily run has written its partitions, and
+the daily run builds nothing here. The views are re-created only when a lake table appears (a
+staging model reads a table without partitions as an empty relation) or the dbt code changes —
+`warehouse_layout_sensor` launches `warehouse_job` then — and weekly, with the dbt tests, after
+the reports (`weekly_reports_job`).
+
 `dbt build` runs models and tests together; every dbt test becomes an asset check on the model
 it tests (blocking when its severity is error). Sources are the lake tables, keyed to the assets
 that write them (`meta.dagster.asset_key` in dbt/models/sources.yml). dbt writes the same DuckDB
@@ -46,6 +53,8 @@ class MartsTranslator(DagsterDbtTranslator):
         if props["resource_type"] != "model":
             return spec
         spec = spec.replace_attributes(group_name=MARTS_GROUP, owners=OWNERS)
+        if spec.code_version:  # a change of materialization (view ↔ table) changes the relation too
+            spec = spec.replace_attributes(code_version=f"{spec.code_version}:{props['config']['materialized']}")
         reads_lake = any(node.startswith("source.") for node in props.get("depends_on", {}).get("nodes", []))
         return spec.merge_attributes(deps=[LAKE_VIEWS_KEY]) if reads_lake else spec
 
@@ -131,14 +140,15 @@ def dbt_resource(home: Path | str) -> SpymasterDbtResource:
     project=dbt_project,
     dagster_dbt_translator=MartsTranslator(),
     name="marts_dbt",
-    # Unpartitioned, but it rides along in range runs of the daily job (like warehouse/lake_views).
+    # Unpartitioned, but it rides along in range runs that select it (a UI backfill of the whole graph).
     backfill_policy=dg.BackfillPolicy.single_run(),
     # One writer at a time on warehouse.duckdb across runs (instance concurrency pool).
     pool="duckdb",
 )
 def marts_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """`dbt build` of the analyst marts: staging views over the lake, then daily_level_stats,
-    outcomes_by_segment, retrieval_calibration and model_performance_by_fold, each followed by its tests."""
+    """`dbt build` of the analyst marts, all views over the lake: staging, then daily_level_stats,
+    outcomes_by_segment, retrieval_calibration and model_performance_by_fold, each followed by its
+    tests. Views read the lake when queried: new sessions need no rebuild (see the module docstring)."""
     invocation = dbt.cli(["build"], context=context)
     yield from invocation.stream()
     if isinstance(dbt, SpymasterDbtResource):

@@ -35,10 +35,11 @@ SYNTHETIC_SESSIONS = ("2024-12-09", "2024-12-10")
 
 @pytest.fixture(scope="session")
 def synthetic_home(tmp_path_factory) -> Path:
-    """Two tiny synthetic sessions materialized through the whole graph once per test run."""
+    """Two tiny synthetic sessions materialized through the whole graph once per test run (the daily
+    job over both, then the warehouse views and marts)."""
     import dagster as dg
 
-    from spymaster_assets_tests.helpers import run_range, resources_for
+    from spymaster_assets_tests.helpers import build_warehouse, run_range, resources_for
     from spymaster_assets.definitions import build_definitions
 
     home = tmp_path_factory.mktemp("synthetic_home")
@@ -47,6 +48,7 @@ def synthetic_home(tmp_path_factory) -> Path:
         result = run_range(defs, SYNTHETIC_SESSIONS[0], SYNTHETIC_SESSIONS[-1], instance)
         failures = [e.message for e in result.all_events if e.is_failure]
         assert result.success, failures
+        build_warehouse(defs, instance)
         home.joinpath("check_failures.txt").write_text(
             "\n".join(f"{e.asset_key.to_user_string()} {e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed)
         )

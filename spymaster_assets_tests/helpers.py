@@ -27,3 +27,11 @@ def run_range(defs: dg.Definitions, first: str, last: str, instance) -> dg.Execu
     """One range run of the daily job, as `dg launch --partition-range` or a UI backfill makes it."""
     job = defs.resolve_job_def("daily_market_job")
     return job.execute_in_process(instance=instance, tags={RANGE_START: first, RANGE_END: last}, raise_on_error=False)
+
+
+def build_warehouse(defs: dg.Definitions, instance) -> dg.ExecuteInProcessResult:
+    """The DuckDB lake views and the dbt marts, as warehouse_layout_sensor launches them after a run
+    that wrote a new lake table (the daily job leaves them out: they read the lake in place)."""
+    result = defs.resolve_job_def("warehouse_job").execute_in_process(instance=instance, raise_on_error=False)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    return result

@@ -7,7 +7,7 @@ import pytest
 
 from spymaster_assets.definitions import build_definitions
 from spymaster_assets.lake import Lake
-from spymaster_assets_tests.helpers import run_range
+from spymaster_assets_tests.helpers import build_warehouse, run_range
 from spymaster_assets_tests.helpers import resources_for as resources
 
 pytestmark = pytest.mark.slow
@@ -18,6 +18,7 @@ def test_real_2013_bars_materialize_as_tier_t0(fixtures, tmp_path):
     with dg.instance_for_test() as instance:
         result = run_range(defs, "2013-10-07", "2013-10-10", instance)
         assert result.success, [e.message for e in result.all_events if e.is_failure]
+        build_warehouse(defs, instance)
         checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
     assert checks[("bronze/futures_ohlcv_1m", "NON_EMPTY_RTH")]
     assert checks[("bronze/front_month_contract", "FRONT_MONTH_DOMINANCE")]

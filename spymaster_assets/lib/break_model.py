@@ -42,11 +42,15 @@ import hashlib
 import itertools
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
+
+# LightGBM (~0.6 CPU-s to import, with sklearn and narwhals) is imported where a model is fitted or
+# loaded: a process that does neither (a daily run without a model to score, the CLI) does not pay for it.
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 from . import metrics
 from .validation import Split, as_session_days, leave_one_day_out_splits, session_span_ns, walk_forward_splits
@@ -283,6 +287,8 @@ def _fit_final_models(matrix: np.ndarray, y_class: np.ndarray, decisive: np.ndar
 
 def _train_booster(X: np.ndarray, y: np.ndarray, config: BreakModelConfig, objective: str,
                    feature_names: Sequence[str] | None = None) -> lgb.Booster:
+    import lightgbm as lgb
+
     data = lgb.Dataset(X, label=y, feature_name=list(feature_names) if feature_names else "auto",
                        params={"max_bin": config.max_bin, "verbosity": -1}, free_raw_data=True)
     return lgb.train(config.lgb_params(objective), data, num_boost_round=config.n_estimators)

@@ -19,10 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
+
+# LightGBM (~0.6 CPU-s to import, with sklearn and narwhals) is imported where a model is fitted or
+# loaded: a process that does neither (a daily run without a model to score, the CLI) does not pay for it.
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 PROJECTED_STREAMS = ("sigma_p", "sigma_m", "sigma_f", "sigma_b", "sigma_r")
 CONTEXT_STREAMS = ("sigma_m", "sigma_f", "sigma_b", "sigma_d", "sigma_s")
@@ -233,6 +238,8 @@ class StreamProjector:
     def fit(cls, samples: pl.DataFrame, stream: str, config: ProjectionConfig = ProjectionConfig()) -> StreamProjector:
         if samples.height < config.min_data_in_leaf * 2:
             raise ValueError(f"{stream}: {samples.height} samples are too few to fit projections")
+        import lightgbm as lgb
+
         X = samples.select(feature_names(stream)).to_numpy()
         # Binned once: the nine models differ only in label and alpha.
         data = lgb.Dataset(X, label=samples[f"target_h{ANCHOR_BARS[0]}"].to_numpy(), feature_name=feature_names(stream),

@@ -16,7 +16,6 @@ import json
 import shutil
 from pathlib import Path
 
-import lightgbm as lgb
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -104,6 +103,8 @@ def load_model(store: Lake, session: dt.date | str) -> tuple[BreakPredictor, Sin
 # A server answering for many dates keeps the most recent ones loaded, not every date it ever served.
 @functools.lru_cache(maxsize=32)
 def _load_model_files(directory: Path, modified_ns: int) -> tuple[BreakPredictor, SingleFeatureBaseline | None, dict]:
+    import lightgbm as lgb  # here, not at module level: see lib/break_model.py
+
     meta = json.loads((directory / "predictor.json").read_text())
     predictor = BreakPredictor.from_parts(lgb.Booster(model_file=str(directory / "binary.txt")),
                                           lgb.Booster(model_file=str(directory / "multiclass.txt")), meta)

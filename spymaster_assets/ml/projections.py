@@ -22,7 +22,6 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-import lightgbm as lgb
 import polars as pl
 
 from ..lake import Lake, write_json_atomic
@@ -82,6 +81,8 @@ def load_projectors(store: Lake, session: dt.date | str) -> ProjectionModels:
     meta = read_meta(store, session)
     if meta is None:
         raise FileNotFoundError(f"no {LAYER}/{MODELS_TABLE} partition for {session}")
+    import lightgbm as lgb  # here, not at module level: see lib/stream_projections.py
+
     folder = store.partition_dir(LAYER, MODELS_TABLE, session)
     return ProjectionModels({stream: StreamProjector(stream, {(h, q): lgb.Booster(model_file=str(folder / model_file(stream, h, q)))
                                                               for h in ANCHOR_BARS for q in QUANTILES})
