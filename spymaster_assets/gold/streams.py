@@ -156,6 +156,29 @@ def stream_alerts_report(store: Lake) -> dict:
     }
 
 
+CANONICAL_STREAMS = ("sigma_m", "sigma_f", "sigma_b", "sigma_d", "sigma_s")
+
+
+def level_longest_in_approach(streams: pl.DataFrame) -> str:
+    """The level a session's streams spent the most bars in approach to (ties: the last by name)."""
+    by_level = streams.group_by("level_kind").agg(pl.col("in_approach").sum()).sort(["in_approach", "level_kind"])
+    return by_level["level_kind"][-1]
+
+
+def plot_stream_panels(rows: pl.DataFrame, clock: list, canonical, bounded: list, path) -> None:
+    """Draw the canonical streams on `canonical`, give every stream panel (`bounded`, all in
+    [−1, 1]) the same scale, zero line and legend, and save the figure as PNG at `path`."""
+    for name in CANONICAL_STREAMS:
+        canonical.plot(clock, rows[name].to_list(), linewidth=1, label=name)
+    for ax in bounded:
+        ax.set_ylim(-1.05, 1.05)
+        ax.axhline(0.0, color="grey", linewidth=0.5)
+        ax.legend(loc="upper left", fontsize=7, ncol=5)
+    figure = canonical.get_figure()
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
 def streams_png(store: Lake, path, session: str | None = None, level_kind: str | None = None):
     """Streams of one session and level (default: the last session, its level longest in approach)."""
     from matplotlib.figure import Figure
@@ -164,9 +187,7 @@ def streams_png(store: Lake, path, session: str | None = None, level_kind: str |
 
     session = session or store.partitions("gold", "streams")[-1]
     streams = store.read("gold", "streams", session)
-    if level_kind is None:
-        level_kind = (streams.group_by("level_kind").agg(pl.col("in_approach").sum()).sort(["in_approach", "level_kind"])
-                      ["level_kind"][-1])
+    level_kind = level_kind or level_longest_in_approach(streams)
     rows = streams.filter(pl.col("level_kind") == level_kind).sort("t_ns")
     clock = [ns_to_et(t) for t in rows["t_ns"].to_list()]
     fig = Figure(figsize=(10.0, 7.0), dpi=100)
@@ -175,16 +196,9 @@ def streams_png(store: Lake, path, session: str | None = None, level_kind: str |
     price.plot(clock, rows["level_price"].to_list(), color="tab:red", linestyle="--", linewidth=1, label=level_kind)
     price.legend(loc="upper left", fontsize=8)
     price.set_title(f"Pentaview streams, {session} {level_kind}")
-    for name in ("sigma_m", "sigma_f", "sigma_b", "sigma_d", "sigma_s"):
-        canon.plot(clock, rows[name].to_list(), linewidth=1, label=name)
     for name in ("sigma_p", "sigma_r", "alignment", "sigma_p_smooth"):
         merged.plot(clock, rows[name].to_list(), linewidth=1, label=name)
-    for ax in (canon, merged):
-        ax.set_ylim(-1.05, 1.05)
-        ax.axhline(0.0, color="grey", linewidth=0.5)
-        ax.legend(loc="upper left", fontsize=7, ncol=5)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
+    plot_stream_panels(rows, clock, canon, [canon, merged], path)
     return path, session, level_kind
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from ..gold.streams import level_longest_in_approach, plot_stream_panels
 from ..lake import Lake, write_json_atomic
 from ..lib.calendar import sessions_before
 from ..lib.mlflow_tracking import AS_OF_TAG, CONFIG_HASH_TAG, PARTITION_TAG, log_retrain, run_ui_command
@@ -358,9 +359,7 @@ def projection_png(store: Lake, path: Path, session: str | None = None, level_ki
                  if store.scan(LAYER, PROJECTIONS_TABLE, d).select(pl.len()).collect().item()]
     session = session or with_rows[-1]
     streams = store.read("gold", "streams", session)
-    if level_kind is None:
-        level_kind = (streams.group_by("level_kind").agg(pl.col("in_approach").sum()).sort(["in_approach", "level_kind"])
-                      ["level_kind"][-1])
+    level_kind = level_kind or level_longest_in_approach(streams)
     rows = streams.filter(pl.col("level_kind") == level_kind).sort("t_ns")
     forecasts = store.read(LAYER, PROJECTIONS_TABLE, session).filter(
         (pl.col("level_kind") == level_kind) & (pl.col("stream") == stream))
@@ -369,8 +368,6 @@ def projection_png(store: Lake, path: Path, session: str | None = None, level_ki
     clock = [ns_to_et(t) for t in rows["t_ns"].to_list()]
     fig = Figure(figsize=(10.0, 6.5), dpi=100)
     canon, projected = fig.subplots(2, 1, sharex=True)
-    for name in ("sigma_m", "sigma_f", "sigma_b", "sigma_d", "sigma_s"):
-        canon.plot(clock, rows[name].to_list(), linewidth=1, label=name)
     canon.set_title(f"Streams and {stream} projections (q10–q90, q50), {session} {level_kind}")
     projected.plot(clock, rows[stream].to_list(), color="black", linewidth=1, label=f"{stream} realised")
     for i, t in enumerate(made_at.to_list()):
@@ -381,12 +378,7 @@ def projection_png(store: Lake, path: Path, session: str | None = None, level_ki
                                alpha=0.25, label="q10–q90" if i == 0 else None)
         projected.plot(times, now + fan["q50"].to_list(), color="tab:blue", linewidth=1, linestyle="--",
                        label="q50" if i == 0 else None)
-    for ax in (canon, projected):
-        ax.set_ylim(-1.05, 1.05)
-        ax.axhline(0.0, color="grey", linewidth=0.5)
-        ax.legend(loc="upper left", fontsize=7, ncol=5)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
+    plot_stream_panels(rows, clock, canon, [canon, projected], path)
     return path, session, level_kind
 
 
