@@ -101,6 +101,28 @@ serves in most windows (seed 5: nearly every tier and date). The served retrieva
 below that global kNN on the same episodes (0.640 vs 0.682 AUC on seed 5; the diagnostic
 normalizes over the whole lake, the served answer as of D and within partitioned neighbour
 pools: 50–58 % of answers fall back to kind_direction, 31–45 % to direction only).
+
+After metric v3 (the as-of tree attributions at λ = 1 are the incumbent; plain cosine, |β| and
+the blends must beat *them* by the same paired-gain bound — decided from the seed-5 diagnosis
+above, before any run on the seeds below). Seeds 83 / 97: fresh, 60 sessions, generated and
+evaluated once each (2026-11-29; the v4/metric-v2 seeds 59 / 71 were not re-run: they had been
+looked at):
+
+    seed                          83 (fresh, 60) 97 (fresh, 60)
+    oracle AUC (planned touches)  0.802          0.797
+    retrieval AUC planned / ratio 0.647/0.807    0.677/0.849
+    model AUC planned / ratio     0.688/0.858    0.680/0.853
+    ECE retrieval / model         0.035/0.024    0.021/0.042
+    best single feature ratio     0.728          0.815
+    base rate ratio               0.616          0.674
+    median neighbour similarity   0.323          0.329   (plain cosine 0.251 / 0.250)
+    retrieval, plain cosine ratio 0.749          0.818
+    episodes answered / planned   1600/929       1566/892
+    model p_break_decisive, dates with ≥ 20 training sessions: ratio 0.888 / 0.872
+Retrieval is back above plain cosine (+0.058 / +0.031 × oracle) and within 0.02 of the model on
+seed 97 (0.041 below it on 83); neither predictor reaches 0.9 × oracle; ECE ≤ 0.03 holds for
+one of the two predictors on each seed (model on 83, retrieval on 97). Half of the answers
+still come from coarse neighbour pools (kind_direction 58 %, direction 31 %).
 """
 
 from __future__ import annotations
