@@ -230,3 +230,15 @@ def test_evaluation_and_analyses_read_the_walk_forward_predictions(built):
     level = json.loads((lake.root / "reports" / "level_specificity" / "report.json").read_text())
     decisive_n = sum(v["n"] for v in level["model_by_level_kind"].values())
     assert decisive_n == scored.filter(pl.col("label") != "CHOP").height
+
+
+def test_class_share_tolerance_widens_only_for_small_held_out_tails():
+    from spymaster_assets.ml.assets import CLASS_SHARE_TOLERANCE, class_share_tolerance
+
+    shares = (0.45, 0.45, 0.10)
+    # 3 · √(0.45 · 0.55 / 100) = 0.1492: a 100-episode tail's own shares move that much by sampling
+    assert class_share_tolerance(shares, 100) == pytest.approx(3 * np.sqrt(0.45 * 0.55 / 100))
+    assert class_share_tolerance(shares, 10_000) == CLASS_SHARE_TOLERANCE  # large tails: the fixed 5 points
+    assert class_share_tolerance(shares, None) == CLASS_SHARE_TOLERANCE
+    # the miscalibration the check exists for (p(CHOP) 96 % where CHOP is 10 %) fails at any tail size ≥ 10
+    assert 0.86 > class_share_tolerance(shares, 10)

@@ -49,6 +49,7 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "held_out_auc_decisive": pl.Float64,
     "class_share_gap": pl.Float64,  # max |mean calibrated held-out class share − window base rate|
     "class_share_gap_raw": pl.Float64,  # the same before the multiclass calibrator
+    "class_share_tolerance": pl.Float64,  # the gap CLASS_SHARES_MATCH_BASE_RATES allows (ml/assets.class_share_tolerance)
     "baseline_feature": pl.Utf8,
     "baseline_window_auc": pl.Float64,
     "mlflow_run_id": pl.Utf8,
