@@ -274,15 +274,19 @@ class Lake:
         """Every write cleans its own partition; a process's first write to a table sweeps the whole
         table (leftovers of writers that died before this process started). Sweeping on every write
         would cost a directory listing per partition of the table, each time."""
-        table_key = (self.table_dir(layer, table).absolute(), os.getpid())
-        with _SWEPT_LOCK:
-            first_write = table_key not in _SWEPT_TABLES
-            _SWEPT_TABLES.add(table_key)
-        if first_write:
+        if self._first_write_to_table(layer, table):
             self.cleanup(layer, table)
         else:
             _clean_partition(self._pointer(layer, table, session), self._versions(layer, table, session),
                              SUPERSEDED_GRACE_SECONDS, STALE_STAGING_SECONDS)
+
+    def _first_write_to_table(self, layer: str, table: str) -> bool:
+        """Whether this process writes to the table for the first time (and remember that it has)."""
+        table_key = (self.table_dir(layer, table).absolute(), os.getpid())
+        with _SWEPT_LOCK:
+            first_write = table_key not in _SWEPT_TABLES
+            _SWEPT_TABLES.add(table_key)
+        return first_write
 
     def _pointer(self, layer: str, table: str, session: dt.date | str) -> Path:
         return self.table_dir(layer, table) / f"date={_key(session)}"
@@ -732,11 +736,7 @@ class ObjectStoreLake(Lake):
     def _tidy_before_write(self, layer: str, table: str, session: dt.date | str) -> None:
         """A process's first write to a table sweeps the table on the store (one listing); later
         writes leave it to `cleanup`, as listing the store per write would cost a request each."""
-        table_key = (self.table_dir(layer, table).absolute(), os.getpid())
-        with _SWEPT_LOCK:
-            first_write = table_key not in _SWEPT_TABLES
-            _SWEPT_TABLES.add(table_key)
-        if first_write:
+        if self._first_write_to_table(layer, table):
             self.cleanup(layer, table)
 
     def _published_location(self, layer: str, table: str, session: dt.date | str, version: Path) -> str:
